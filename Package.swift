@@ -1,0 +1,68 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Dependencies point down only: Apps -> Loop -> TLSContract <- backends <- C modules.
+// Each backend imports only its own C module; nothing above the backends sees a C type.
+let package = Package(
+    name: "swift-mtls",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mtls", targets: ["Apps"]),
+        .library(name: "TLSContract", targets: ["TLSContract"]),
+        .library(name: "TLSBackends", targets: ["TLSBackends"]),
+        .library(name: "PKI", targets: ["PKI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config. Their headers also carry the small
+        // static-inline shims for macros Swift cannot call (see each shim.h).
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CGnuTLS", pkgConfig: "gnutls",
+            providers: [.apt(["libgnutls28-dev"])]),
+        .systemLibrary(
+            name: "CLibUV", pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"])]),
+
+        .target(
+            name: "TLSContract",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]),
+        .target(name: "TLSBackendOpenSSL", dependencies: ["TLSContract", "COpenSSL"]),
+        .target(name: "TLSBackendGnuTLS", dependencies: ["TLSContract", "CGnuTLS"]),
+        .target(name: "TLSBackends", dependencies: ["TLSContract", "TLSBackendOpenSSL", "TLSBackendGnuTLS"]),
+        .target(
+            name: "PKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]),
+        .executableTarget(
+            name: "Apps",
+            dependencies: [
+                "TLSContract", "TLSBackends", "PKI",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .target(name: "TestSupport", dependencies: ["TLSContract", "TLSBackends", "PKI"], path: "Tests/TestSupport"),
+        .testTarget(name: "ConformanceTests", dependencies: ["TestSupport", "TLSContract", "TLSBackends", "PKI"]),
+        .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
+        .testTarget(name: "TLSBackendOpenSSLTests", dependencies: ["TLSBackendOpenSSL", "TestSupport"]),
+        .testTarget(name: "TLSBackendGnuTLSTests", dependencies: ["TLSBackendGnuTLS", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,179 @@
+import Foundation
+
+/// A TLS library, seen through the contract. Backends are stateless values; all state lives in contexts.
+public protocol TLSBackend: Sendable {
+    /// The name users pick it by: `openssl` or `gnutls`.
+    var name: String { get }
+    /// The linked library's version, e.g. "OpenSSL 3.0.19".
+    var libraryVersion: String { get }
+    var capabilities: TLSCapabilities { get }
+    /// Parses the credentials and trust store once. Sessions made from the context share them.
+    func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext
+}
+
+/// Immutable and shared across loops and threads. Rotating credentials means building a new context
+/// and using it for new sessions; live sessions keep theirs.
+public protocol TLSContext: AnyObject, Sendable {
+    var configuration: TLSConfiguration { get }
+    var backendName: String { get }
+    /// Starts one connection's session. A client may override the configured server name.
+    func makeSession(serverName: String?) throws(TLSError) -> any TLSSession
+}
+
+extension TLSContext {
+    public func makeSession() throws(TLSError) -> any TLSSession {
+        try makeSession(serverName: nil)
+    }
+}
+
+/// Features a backend may lack. A missing feature is reported here, never silently ignored.
+public struct TLSCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    public static let pkcs12 = TLSCapabilities(rawValue: 1 << 0)
+    public static let alpn = TLSCapabilities(rawValue: 1 << 1)
+    public static let ed25519 = TLSCapabilities(rawValue: 1 << 2)
+    public static let tls13Resumption = TLSCapabilities(rawValue: 1 << 3)
+    public static let tls12Resumption = TLSCapabilities(rawValue: 1 << 4)
+    public static let ipAddressVerification = TLSCapabilities(rawValue: 1 << 5)
+}
+
+/// What `TLSSession.process()` achieved. Call `process()` until it returns `.needsInput`,
+/// `.peerClosed` or `.failed`, and drain `takeCiphertext` after every call.
+public enum TLSProgress: Sendable {
+    /// Nothing more happens until more ciphertext arrives (or plaintext is taken, see below).
+    case needsInput
+    /// The handshake has just completed, peer verification included. Reported exactly once.
+    case handshakeComplete
+    /// Decrypted application data waits in `takePlaintext`. `process()` decrypts no more while
+    /// `pendingPlaintextCount` is at or above `plaintextLimit`: take it first.
+    case plaintextReady
+    /// The peer sent close_notify. Whatever plaintext came before it has been delivered.
+    case peerClosed
+    /// The session is dead. Send what `takeCiphertext` still holds (the alert), then close.
+    case failed(TLSError)
+}
+
+/// One connection's TLS state machine, without I/O. Not thread-safe: confine it to one loop.
+///
+/// Ciphertext goes in through `receiveCiphertext`, comes out through `takeCiphertext`.
+/// Plaintext goes in through `writePlaintext`, comes out through `takePlaintext`.
+public protocol TLSSession: AnyObject {
+    var role: TLSConfiguration.Role { get }
+    var isHandshakeComplete: Bool { get }
+
+    /// Appends ciphertext received from the transport.
+    func receiveCiphertext(_ bytes: UnsafeRawBufferPointer)
+    /// The transport reached end of input. The next `process()` reports a clean close
+    /// (close_notify seen), an unclean shutdown, or a handshake failure.
+    func receiveEndOfInput()
+    /// Advances the handshake and decrypts available records.
+    func process() -> TLSProgress
+
+    /// Decrypted application data waiting to be taken.
+    var pendingPlaintextCount: Int { get }
+    /// Moves up to `maxBytes` of decrypted data to the end of `buffer`.
+    func takePlaintext(into buffer: inout [UInt8], maxBytes: Int)
+
+    /// Encrypts application data. Before the handshake completes it is held and sent right after.
+    func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError)
+
+    /// Ciphertext waiting to be sent to the peer.
+    var pendingCiphertextCount: Int { get }
+    /// Moves all pending ciphertext to the end of `buffer`.
+    func takeCiphertext(into buffer: inout [UInt8])
+
+    /// Queues close_notify. Further writes fail with `.sessionClosed`.
+    func close()
+
+    /// The verified peer, once the handshake completes (nil when the peer sent no certificate).
+    var peerIdentity: PeerIdentity? { get }
+    var negotiated: NegotiatedParameters? { get }
+}
+
+extension TLSSession {
+    public func receiveCiphertext(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { receiveCiphertext($0) }
+    }
+
+    public func writePlaintext(_ bytes: [UInt8]) throws(TLSError) {
+        let result: Result<Void, TLSError> = bytes.withUnsafeBytes { raw in
+            do throws(TLSError) { try writePlaintext(raw); return .success(()) } catch { return .failure(error) }
+        }
+        try result.get()
+    }
+
+    public func takeCiphertext() -> [UInt8] {
+        var out: [UInt8] = []
+        takeCiphertext(into: &out)
+        return out
+    }
+
+    public func takePlaintext() -> [UInt8] {
+        var out: [UInt8] = []
+        takePlaintext(into: &out, maxBytes: .max)
+        return out
+    }
+}
+
+/// Hooks that let the conformance suite make a session misbehave on purpose.
+@_spi(Testing)
+public protocol TLSSessionTestHooks: TLSSession {
+    /// Client only: starts a TLS 1.2 renegotiation, which every server of ours must refuse.
+    func startRenegotiation() throws(TLSError)
+}
+
+/// What the handshake settled on.
+public struct NegotiatedParameters: Sendable, Hashable {
+    public var version: TLSVersion
+    /// The IANA name, e.g. `TLS_AES_128_GCM_SHA256` or `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`.
+    public var cipherSuite: String
+    /// The key-exchange group, e.g. `x25519` or `secp256r1`.
+    public var group: String?
+    public var applicationProtocol: String?
+    public var resumed: Bool
+
+    public init(version: TLSVersion, cipherSuite: String, group: String?, applicationProtocol: String?, resumed: Bool) {
+        self.version = version
+        self.cipherSuite = cipherSuite
+        self.group = group
+        self.applicationProtocol = applicationProtocol
+        self.resumed = resumed
+    }
+}
+
+/// The cipher suites the policy allows, by IANA code point, so both backends report the same names.
+public enum CipherSuitePolicy {
+    public static let allowed: [UInt16: String] = [
+        0x1301: "TLS_AES_128_GCM_SHA256",
+        0x1302: "TLS_AES_256_GCM_SHA384",
+        0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+        0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ]
+
+    /// The IANA name for a code point, or its hex value if it is outside the policy.
+    public static func name(for codePoint: UInt16) -> String {
+        allowed[codePoint] ?? String(format: "0x%04X", codePoint)
+    }
+}
+
+/// Key-exchange group names as both backends report them.
+public enum NamedGroup {
+    /// Maps each library's spelling ("X25519", "prime256v1", "SECP256R1", "P-256") to one name.
+    public static func canonicalName(_ libraryName: String) -> String {
+        switch libraryName.lowercased() {
+        case "x25519": return "x25519"
+        case "x448": return "x448"
+        case "secp256r1", "prime256v1", "p-256": return "secp256r1"
+        case "secp384r1", "p-384": return "secp384r1"
+        case "secp521r1", "p-521": return "secp521r1"
+        default: return libraryName.lowercased()
+        }
+    }
+}
