@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "TLSContract", targets: ["TLSContract"]),
         .library(name: "TLSBackends", targets: ["TLSBackends"]),
         .library(name: "PKI", targets: ["PKI"]),
+        .library(name: "Loop", targets: ["Loop"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
@@ -41,6 +42,9 @@ let package = Package(
             ]),
         .target(name: "TLSBackendOpenSSL", dependencies: ["TLSContract", "COpenSSL"]),
         .target(name: "TLSBackendGnuTLS", dependencies: ["TLSContract", "CGnuTLS"]),
+        .target(
+            name: "Loop",
+            dependencies: ["TLSContract", "CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "TLSBackends", dependencies: ["TLSContract", "TLSBackendOpenSSL", "TLSBackendGnuTLS"]),
         .target(
             name: "PKI",
@@ -50,19 +54,23 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
+        .target(name: "HTTPHello", dependencies: ["TLSContract"]),
         .executableTarget(
             name: "Apps",
             dependencies: [
-                "TLSContract", "TLSBackends", "PKI",
+                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .target(name: "TestSupport", dependencies: ["TLSContract", "TLSBackends", "PKI"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["TLSContract", "PKI"], path: "Tests/TestSupport"),
         .testTarget(name: "ConformanceTests", dependencies: ["TestSupport", "TLSContract", "TLSBackends", "PKI"]),
+        .testTarget(name: "LoopTests", dependencies: ["Loop", "TLSBackends", "TLSContract", "TestSupport"]),
+        .testTarget(name: "HTTPHelloTests", dependencies: ["HTTPHello"]),
+        .testTarget(name: "AppsTests", dependencies: ["TestSupport", "TLSContract"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
-        .testTarget(name: "TLSBackendOpenSSLTests", dependencies: ["TLSBackendOpenSSL", "TestSupport"]),
-        .testTarget(name: "TLSBackendGnuTLSTests", dependencies: ["TLSBackendGnuTLS", "TestSupport"]),
+        .testTarget(name: "TLSBackendOpenSSLTests", dependencies: ["TLSBackendOpenSSL", "TestSupport", "COpenSSL"]),
+        .testTarget(name: "TLSBackendGnuTLSTests", dependencies: ["TLSBackendGnuTLS", "TestSupport", "CGnuTLS"]),
     ],
     swiftLanguageModes: [.v6]
 )

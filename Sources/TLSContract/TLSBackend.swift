@@ -76,7 +76,11 @@ public protocol TLSSession: AnyObject {
     /// Moves up to `maxBytes` of decrypted data to the end of `buffer`.
     func takePlaintext(into buffer: inout [UInt8], maxBytes: Int)
 
+    /// `process()` stops decrypting while this much plaintext waits to be taken (default 64 KiB).
+    var plaintextLimit: Int { get set }
+
     /// Encrypts application data. Before the handshake completes it is held and sent right after.
+    /// After `close()` it throws `.sessionClosed`; after a failure, that failure.
     func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError)
 
     /// Ciphertext waiting to be sent to the peer.
@@ -84,7 +88,7 @@ public protocol TLSSession: AnyObject {
     /// Moves all pending ciphertext to the end of `buffer`.
     func takeCiphertext(into buffer: inout [UInt8])
 
-    /// Queues close_notify. Further writes fail with `.sessionClosed`.
+    /// Queues close_notify (sent as soon as the handshake is complete).
     func close()
 
     /// The verified peer, once the handshake completes (nil when the peer sent no certificate).

@@ -1,0 +1,168 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import HTTPHello
+import Loop
+import TLSContract
+
+/// `mtls hello-client`: fetches /hello and shows what was negotiated and who answered.
+struct HelloClientCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hello-client", abstract: "Fetch https://HOST:PORT/hello with a client certificate.")
+
+    @OptionGroup var credentials: CredentialOptions
+
+    @Option(help: "The URL to fetch: https://HOST:PORT/PATH (or http:// for a plain server).")
+    var url: String = "https://localhost:8443/hello"
+
+    @Option(help: "Requests to send on the one keep-alive connection.")
+    var count: Int = 1
+
+    @Option(name: .customLong("server-name"), help: "The name to verify the server against (default: the URL's host).")
+    var serverName: String?
+
+    func run() throws {
+        let target = try ParsedURL(url)
+        var tls: (any TLSContext)?
+        if target.isTLS {
+            var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
+                                                 trustRoots: credentials.trustRoots,
+                                                 serverName: serverName ?? target.host,
+                                                 minimumVersion: credentials.minimumVersion)
+            configuration.serverName = serverName ?? target.host
+            do {
+                tls = try credentials.selectedBackend.makeContext(configuration)
+            } catch {
+                printError("mtls hello-client: \(error.summary)")
+                throw ExitCode(1)
+            }
+        }
+        let group = LoopGroup(count: 1)
+        defer { group.shutdown() }
+        let outcome = HelloFetch.run(loop: group.next(), target: target.endpoint, path: target.path, host: target.host,
+                                     tls: tls, count: count)
+        if let error = outcome.error {
+            printError("mtls hello-client: " + UserFacingError.describe(
+                error, role: .client, options: credentials, hasIdentity: credentials.identity(role: .client) != nil))
+            throw ExitCode(1)
+        }
+        for body in outcome.bodies { print(String(decoding: body, as: UTF8.self), terminator: body.last == 10 ? "" : "\n") }
+        if let negotiated = outcome.negotiated {
+            print("tls: \(negotiated.version), \(negotiated.cipherSuite), \(negotiated.group ?? "?")")
+        }
+        if let server = outcome.serverIdentity {
+            print("server: \(server.subject) (SANs: \((server.dnsNames + server.ipAddresses + server.uris).joined(separator: ", ")))")
+        }
+        if outcome.statuses.contains(where: { $0 >= 400 }) { throw ExitCode(1) }
+    }
+}
+
+/// A URL of the form scheme://host:port/path, the only form these commands need.
+struct ParsedURL {
+    let isTLS: Bool
+    let host: String
+    let endpoint: HostAndPort
+    let path: String
+
+    init(_ text: String) throws {
+        let isTLS: Bool
+        let rest: Substring
+        if text.hasPrefix("https://") { isTLS = true; rest = text.dropFirst(8) }
+        else if text.hasPrefix("http://") { isTLS = false; rest = text.dropFirst(7) }
+        else { throw ValidationError("--url must start with https:// or http://") }
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = String(rest[..<slash])
+        let defaultPort = isTLS ? 443 : 80
+        let hasPort = authority.hasPrefix("[") ? authority.contains("]:") : authority.contains(":")
+        guard let endpoint = HostAndPort(hasPort ? authority : authority + ":\(defaultPort)") else {
+            throw ValidationError("cannot read host and port in '\(text)'")
+        }
+        self.isTLS = isTLS
+        self.host = endpoint.host
+        self.endpoint = endpoint
+        self.path = slash == rest.endIndex ? "/" : String(rest[slash...])
+    }
+}
+
+/// One keep-alive connection that sends `count` GET requests in turn and collects the answers.
+/// Used by hello-client, the demo and the handshake benchmark.
+enum HelloFetch {
+    struct Outcome: Sendable {
+        var bodies: [[UInt8]] = []
+        var statuses: [Int] = []
+        var negotiated: NegotiatedParameters?
+        var serverIdentity: PeerIdentity?
+        var error: ConnectionError?
+    }
+
+    static func run(loop: EventLoop, target: HostAndPort, path: String, host: String, tls: (any TLSContext)?,
+                    count: Int, options: ConnectionOptions = ConnectionOptions()) -> Outcome {
+        let client = Fetcher(path: path, host: host, count: count)
+        TCPClient.connect(on: loop, to: target, tls: tls, options: options) { client }
+        client.done.wait()
+        return client.result.value
+    }
+
+    /// Unchecked: its state is touched only on the connection's loop; `result` is published once,
+    /// before `done` is signalled.
+    final class Fetcher: ConnectionHandler, @unchecked Sendable {
+        let path: String
+        let host: String
+        let count: Int
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result = Box(Outcome())
+        private var outcome = Outcome()
+        private var parser = HTTPResponseParser()
+        private var sent = 0
+        private var finished = false
+
+        init(path: String, host: String, count: Int) {
+            self.path = path
+            self.host = host
+            self.count = count
+        }
+
+        func connectionDidEstablish(_ connection: Connection) {
+            outcome.negotiated = connection.negotiated
+            outcome.serverIdentity = connection.peerIdentity
+            sendNext(connection)
+        }
+
+        private func sendNext(_ connection: Connection) {
+            sent += 1
+            let request = HTTPRequest.get(path, host: host, keepAlive: sent < count)
+            do { try connection.write(request.serialized()) } catch { finish(error) }
+        }
+
+        func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+            parser.append(bytes)
+            do {
+                while let (head, body) = try parser.nextResponse() {
+                    outcome.statuses.append(head.status)
+                    outcome.bodies.append(body)
+                    if outcome.statuses.count < count { sendNext(connection) } else { connection.close() }
+                }
+            } catch {
+                finish(.refused("the server sent a malformed HTTP response: \(error)"))
+                connection.abort()
+            }
+        }
+
+        func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+            if let error { finish(error) }
+            else if outcome.statuses.count < count {
+                finish(.refused("the server closed the connection before answering"))
+            } else { finish(nil) }
+        }
+
+        private func finish(_ error: ConnectionError?) {
+            guard !finished else { return }
+            finished = true
+            outcome.error = error
+            result = Box(outcome)
+            done.signal()
+        }
+    }
+
+    struct Box<T>: @unchecked Sendable { let value: T; init(_ value: T) { self.value = value } }
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import HTTPHello
+import Logging
+import Loop
+import TLSContract
+
+/// `mtls hello-server`: HTTPS `GET /hello` that greets the verified client by name.
+struct HelloServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hello-server", abstract: "An HTTP/1.1 server that answers GET /hello over mTLS, TLS or plain TCP.")
+
+    @OptionGroup var credentials: CredentialOptions
+
+    @Option(help: "Address to listen on (host:port; port 0 picks a free one).")
+    var listen: String = "127.0.0.1:8443"
+
+    @Option(help: "mtls (client certificates), tls (server-auth only) or plain (no TLS).")
+    var mode: ServerMode = .mtls
+
+    @Option(name: .customLong("client-auth"), help: "require, optional or none (default: require in mtls mode).")
+    var clientAuth: TLSConfiguration.ClientAuthentication?
+
+    @Option(help: "Event loops (threads); default one per core.")
+    var loops: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .customLong("allow"), parsing: .upToNextOption,
+            help: "Only these clients (CN, SAN or SPIFFE URI); others are refused before any HTTP byte.")
+    var allow: [String] = []
+
+    @Option(name: .customLong("handshake-timeout"), help: "Seconds a handshake may take.")
+    var handshakeTimeout: Double = 10
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds an idle keep-alive connection is kept.")
+    var idleTimeout: Double = 75
+
+    func run() throws {
+        let logger = credentials.makeLogger("mtls.hello-server")
+        guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port, e.g. 127.0.0.1:8443") }
+        let context = try makeContext()
+        let group = LoopGroup(count: loops)
+        var options = TCPServer.Options()
+        options.connection.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        options.connection.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        if !allow.isEmpty {
+            let allowed = Set(allow)
+            options.connection.authorize = { identity in identity.map { !allowed.isDisjoint(with: $0.allNames) } ?? false }
+        }
+        let server: TCPServer
+        do {
+            server = try TCPServer(group: group, listen: target, tls: context, options: options) {
+                HelloConnection(logger: logger)
+            }
+        } catch {
+            printError("mtls hello-server: cannot listen on \(target): \(error)")
+            throw ExitCode(1)
+        }
+        // The port line comes first and alone on stdout, so scripts can read the port picked for 0.
+        printNow("listening on \(server.address) (\(mode.rawValue), backend \(credentials.backend))")
+        logger.info("hello-server ready", metadata: ["address": "\(server.address)", "mode": "\(mode.rawValue)",
+                                                     "backend": "\(credentials.selectedBackend.libraryVersion)"])
+        ShutdownSignals.wait()
+        logger.info("shutting down: closing connections gracefully")
+        server.shutdown(graceful: true)
+        group.shutdown()
+    }
+
+    func makeContext() throws -> (any TLSContext)? {
+        guard mode != .plain else { return nil }
+        guard let identity = credentials.identity(role: .server) else {
+            throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
+        }
+        var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
+                                             minimumVersion: credentials.minimumVersion)
+        configuration.clientAuthentication = clientAuth ?? (mode == .mtls ? .require : .none)
+        if configuration.clientAuthentication == .none { configuration.trustRoots = [] }
+        do {
+            return try credentials.selectedBackend.makeContext(configuration)
+        } catch {
+            printError("mtls hello-server: \(error.summary)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+enum ServerMode: String, ExpressibleByArgument, CaseIterable { case mtls, tls, plain }
+
+extension TLSConfiguration.ClientAuthentication: ExpressibleByArgument {}
+
+/// One client of the hello server: parses requests as they arrive and answers each in order.
+final class HelloConnection: ConnectionHandler {
+    private let logger: Logger
+    private var parser = HTTPRequestParser()
+
+    init(logger: Logger) { self.logger = logger }
+
+    func connectionDidEstablish(_ connection: Connection) {
+        var metadata: Logger.Metadata = ["peer": "\(connection.remoteAddress)"]
+        if let identity = connection.peerIdentity { metadata["identity"] = "\(identity.displayName)" }
+        if let negotiated = connection.negotiated {
+            metadata["version"] = "\(negotiated.version)"
+            metadata["cipher"] = "\(negotiated.cipherSuite)"
+        }
+        if let duration = connection.handshakeDuration { metadata["handshake"] = "\(duration)" }
+        logger.info("connection established", metadata: metadata)
+    }
+
+    func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+        parser.append(bytes)
+        do {
+            while let request = try parser.nextRequest() {
+                let response = HelloResponder.respond(to: request, peer: connection.peerIdentity)
+                try connection.write(response.serialized(answering: request))
+                if !request.keepAlive {
+                    connection.close()
+                    return
+                }
+            }
+        } catch let error as HTTPParseError {
+            logger.notice("bad request", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
+            try? connection.write(error.response.serialized(keepAlive: false, includeBody: true))
+            connection.close()
+        } catch {
+            connection.close()
+        }
+    }
+
+    func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+        if let error {
+            logger.info("connection failed", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
+        } else {
+            logger.debug("connection closed", metadata: ["peer": "\(connection.remoteAddress)"])
+        }
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM.
+enum ShutdownSignals {
+    static func wait() {
+        let received = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { received.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        received.wait()
+        sources.forEach { $0.cancel() }
+    }
+}

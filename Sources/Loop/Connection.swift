@@ -1,0 +1,474 @@
+import CLibUV
+import Foundation
+import TLSContract
+
+/// What an application implements to use a connection. Every call comes on the connection's loop.
+public protocol ConnectionHandler: AnyObject {
+    /// The handshake completed, the peer's certificate included: application data may flow now.
+    /// Plain TCP connections call this as soon as they connect.
+    func connectionDidEstablish(_ connection: Connection)
+    /// Decrypted bytes from the peer, valid only during the call.
+    func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer)
+    /// The outgoing queue fell below the low-water mark after having been above the high one.
+    func connectionDidBecomeWritable(_ connection: Connection)
+    /// The connection is gone: `nil` for a clean close (close_notify, or our own `close()`).
+    func connectionDidClose(_ connection: Connection, error: ConnectionError?)
+}
+
+extension ConnectionHandler {
+    public func connectionDidBecomeWritable(_ connection: Connection) {}
+}
+
+/// Limits that keep one connection from holding memory or a slot forever.
+public struct ConnectionOptions: Sendable {
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// Closes a connection that neither reads nor writes for this long. Off when nil.
+    public var idleTimeout: Duration?
+    /// How long a graceful close may wait for close_notify to flush before the socket is dropped.
+    public var closeTimeout: Duration = .seconds(5)
+    public var connectTimeout: Duration = .seconds(10)
+    /// Above this many queued outgoing bytes the connection stops reading and reports itself not
+    /// writable; below `writeLowWater` it resumes.
+    public var writeHighWater = 256 * 1024
+    public var writeLowWater = 64 * 1024
+    /// Stop reading while our own writes are backed up, so that a peer that sends without reading
+    /// (a slow reader of an echo) cannot make us queue without bound. A client that streams in both
+    /// directions turns this off and paces its writes with `isWritable` instead, or two such peers
+    /// would each wait for the other to read.
+    public var stopsReadingWhileWritesBackUp = true
+    /// Decides, once the peer's certificate is verified and before the application sees anything,
+    /// whether this peer may talk to us. A refused peer gets close_notify and not one byte of data.
+    public var authorize: (@Sendable (PeerIdentity?) -> Bool)?
+
+    public init() {}
+}
+
+extension Duration {
+    var milliseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        return UInt64(max(0, seconds)) * 1000 + UInt64(max(0, attoseconds) / 1_000_000_000_000_000)
+    }
+}
+
+/// One TCP connection on one loop, with or without TLS. It pumps ciphertext between the socket and
+/// the session and plaintext between the session and the handler, and owns every timer and buffer
+/// of the connection. Confined to its loop: call it only from there (handler callbacks are).
+public final class Connection {
+    public enum State: Sendable { case connecting, handshaking, established, closing, closed }
+
+    public let loop: EventLoop
+    public private(set) var state: State
+    public internal(set) var remoteAddress: String = "?"
+    public var peerIdentity: PeerIdentity? { session?.peerIdentity }
+    public var negotiated: NegotiatedParameters? { session?.negotiated }
+    public var isTLS: Bool { session != nil }
+    /// When the connection began (accept or connect), on the loop's clock, and how long the handshake took.
+    public private(set) var handshakeDuration: Duration?
+    /// Free for the application: e.g. the server a connection belongs to.
+    public var userInfo: AnyObject?
+
+    /// Owned: allocated in init, freed in the close callback. `tcp.data` holds a retain of `self`
+    /// from `start` until that callback, so the connection lives exactly as long as its socket.
+    let tcp: UnsafeMutablePointer<uv_tcp_t>
+    private let session: (any TLSSession)?
+    private var handler: ConnectionHandler?
+    private let options: ConnectionOptions
+    private var timer: LoopTimer?
+    private var startedAt: UInt64 = 0
+
+    /// Bytes handed to libuv and not yet confirmed written.
+    public private(set) var queuedOutboundBytes = 0
+    private var aboveHighWater = false
+    private var appPausedReading = false
+    private var socketReading = false
+    private var closeError: ConnectionError?
+    private var closeReported = false
+    private var shutdownStarted = false
+    /// Reused for every flush, so the steady state allocates no ciphertext buffer.
+    private var ciphertextScratch: [UInt8] = []
+    private var plaintextScratch: [UInt8] = []
+    private var handlingData = false
+    let onClose: ((Connection) -> Void)?
+
+    init(loop: EventLoop, session: (any TLSSession)?, handler: ConnectionHandler, options: ConnectionOptions,
+         state: State, onClose: ((Connection) -> Void)? = nil) {
+        self.loop = loop
+        self.session = session
+        self.handler = handler
+        self.options = options
+        self.state = state
+        self.onClose = onClose
+        tcp = .allocate(capacity: 1)
+        uv_tcp_init(loop.loop, tcp)
+        tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        startedAt = loop.now
+        ciphertextScratch.reserveCapacity(16 * 1024)
+    }
+
+    // MARK: Life cycle
+
+    /// The socket is connected: start the handshake (or, for plain TCP, the application).
+    func socketConnected() {
+        uv_tcp_nodelay(tcp, 1)
+        remoteAddress = peerName() ?? "?"
+        startReading()
+        if session != nil {
+            state = .handshaking
+            armTimer(options.handshakeTimeout) { [unowned self] in
+                fail(.tls(TLSError(.handshakeTimeout, peer: remoteAddress)))
+            }
+            drive()
+        } else {
+            state = .established
+            resetIdleTimer()
+            handler?.connectionDidEstablish(self)
+        }
+    }
+
+    private func peerName() -> String? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &length) }
+        }
+        return status == 0 ? SocketAddress(storage: storage).description : nil
+    }
+
+    /// Sends close_notify (TLS), flushes, shuts the socket down and closes it, within `closeTimeout`.
+    public func close() {
+        switch state {
+        case .closing, .closed: return
+        case .connecting:
+            closeNow()
+            return
+        case .handshaking, .established:
+            break
+        }
+        state = .closing
+        session?.close()
+        flushCiphertext()
+        armTimer(options.closeTimeout) { [unowned self] in closeNow() }
+        shutdownWhenDrained()
+    }
+
+    /// Drops the connection at once, without close_notify.
+    public func abort() { closeNow() }
+
+    /// Drops the connection with a TCP reset, as a crashed or hostile peer would.
+    public func reset() {
+        guard state != .closed else { return }
+        state = .closed
+        timer?.cancel()
+        timer = nil
+        let status = uv_tcp_close_reset(tcp) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<Connection>.fromOpaque(data).takeRetainedValue().reportClosed()
+            handle.deallocate()
+        }
+        if status != 0 {
+            state = .closing
+            closeNow()
+        }
+    }
+
+    func fail(_ error: ConnectionError) {
+        guard state != .closed else { return }
+        if closeError == nil { closeError = error.withPeer(remoteAddress) }
+        // The alert explaining the failure goes out first, if the socket still takes it.
+        flushCiphertext()
+        if queuedOutboundBytes == 0 { closeNow() } else {
+            state = .closing
+            armTimer(options.closeTimeout) { [unowned self] in closeNow() }
+            shutdownWhenDrained()
+        }
+    }
+
+    private func shutdownWhenDrained() {
+        guard state == .closing, queuedOutboundBytes == 0, !shutdownStarted else { return }
+        shutdownStarted = true
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let status = uv_shutdown(request, mtls_tcp_stream(tcp)) { request, _ in
+            guard let request else { return }
+            let connection = Unmanaged<Connection>.fromOpaque(request.pointee.data).takeUnretainedValue()
+            request.deallocate()
+            connection.closeNow()
+        }
+        if status != 0 {
+            request.deallocate()
+            closeNow()
+        }
+    }
+
+    private func closeNow() {
+        guard state != .closed else { return }
+        state = .closed
+        timer?.cancel()
+        timer = nil
+        if uv_is_closing(mtls_tcp_handle(tcp)) == 0 {
+            uv_close(mtls_tcp_handle(tcp)) { handle in
+                guard let handle, let data = handle.pointee.data else { return }
+                let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
+                connection.reportClosed()
+                handle.deallocate()
+            }
+        }
+    }
+
+    private func reportClosed() {
+        guard !closeReported else { return }
+        closeReported = true
+        let handler = self.handler
+        self.handler = nil
+        handler?.connectionDidClose(self, error: closeError)
+        onClose?(self)
+    }
+
+    // MARK: Timers
+
+    func armTimer(_ duration: Duration, _ action: @escaping () -> Void) {
+        if timer == nil { timer = LoopTimer(loop: loop) }
+        timer?.schedule(afterMilliseconds: max(1, duration.milliseconds), action)
+    }
+
+    private func resetIdleTimer() {
+        guard state == .established else { return }
+        if let idle = options.idleTimeout {
+            armTimer(idle) { [unowned self] in fail(.tls(TLSError(.idleTimeout, peer: remoteAddress))) }
+        } else {
+            timer?.stop()
+        }
+    }
+
+    // MARK: Reading
+
+    private func startReading() {
+        guard !socketReading, state != .closed else { return }
+        socketReading = true
+        uv_read_start(mtls_tcp_stream(tcp), { handle, _, buffer in
+            guard let handle, let buffer, let data = handle.pointee.data else { return }
+            let loop = Unmanaged<Connection>.fromOpaque(data).takeUnretainedValue().loop
+            buffer.pointee = uv_buf_init(loop.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                         UInt32(loop.readBuffer.count))
+        }, { stream, count, buffer in
+            guard let stream, let data = stream.pointee.data else { return }
+            let connection = Unmanaged<Connection>.fromOpaque(data).takeUnretainedValue()
+            connection.didRead(count: count, base: buffer?.pointee.base)
+        })
+    }
+
+    private func stopReading() {
+        guard socketReading else { return }
+        socketReading = false
+        uv_read_stop(mtls_tcp_stream(tcp))
+    }
+
+    /// Reading runs only while both the application and the socket keep up.
+    private func updateReading() {
+        let writesBackedUp = aboveHighWater && options.stopsReadingWhileWritesBackUp
+        if appPausedReading || writesBackedUp || state == .closed { stopReading() } else { startReading() }
+    }
+
+    private func didRead(count: Int, base: UnsafeMutablePointer<CChar>?) {
+        guard state != .closed else { return }
+        if count > 0, let base {
+            let bytes = UnsafeRawBufferPointer(start: base, count: count)
+            if let session {
+                session.receiveCiphertext(bytes)
+                drive()
+            } else {
+                deliver(bytes)
+            }
+            resetIdleTimer()
+        } else if count == Int(UV_EOF.rawValue) {
+            if let session {
+                session.receiveEndOfInput()
+                drive()
+                // A session that still reports nothing (a clean close already seen) ends here.
+                if state != .closed && state != .closing { close() }
+            } else {
+                close()
+            }
+        } else if count < 0 {
+            fail(.transport(code: Int32(count), operation: "reading from \(remoteAddress)"))
+        }
+    }
+
+    /// Advances the session until it needs input, the application stops taking data, or it ends.
+    private func drive() {
+        guard let session, !handlingData else { return }
+        handlingData = true
+        defer { handlingData = false }
+        loop: while state != .closed {
+            if appPausedReading && session.pendingPlaintextCount > 0 { break }
+            switch session.process() {
+            case .needsInput:
+                break loop
+            case .handshakeComplete:
+                if state == .handshaking {
+                    if let authorize = options.authorize, !authorize(session.peerIdentity) {
+                        session.close()
+                        fail(.tls(TLSError(.certificateRejected(.notAuthorized),
+                                           detail: session.peerIdentity?.displayName ?? "no certificate")))
+                        return
+                    }
+                    state = .established
+                    handshakeDuration = .milliseconds(Int64(loop.now - startedAt))
+                    timer?.stop()
+                    resetIdleTimer()
+                    handler?.connectionDidEstablish(self)
+                }
+            case .plaintextReady:
+                plaintextScratch.removeAll(keepingCapacity: true)
+                session.takePlaintext(into: &plaintextScratch, maxBytes: 64 * 1024)
+                if state == .established || state == .closing {
+                    plaintextScratch.withUnsafeBytes { deliverToHandler($0) }
+                }
+            case .peerClosed:
+                flushCiphertext()
+                close()
+                break loop
+            case .failed(let error):
+                fail(.tls(error))
+                return
+            }
+        }
+        flushCiphertext()
+    }
+
+    private func deliver(_ bytes: UnsafeRawBufferPointer) {
+        deliverToHandler(bytes)
+    }
+
+    private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
+        guard let handler, bytes.count > 0 else { return }
+        handler.connection(self, didReceive: bytes)
+    }
+
+    /// Stops delivering data until `resumeReading()`. Data already decrypted waits in the session.
+    public func pauseReading() {
+        appPausedReading = true
+        updateReading()
+    }
+
+    public func resumeReading() {
+        guard appPausedReading else { return }
+        appPausedReading = false
+        updateReading()
+        if state != .closed { drive() }
+    }
+
+    // MARK: Writing
+
+    /// True while the outgoing queue is below the high-water mark.
+    public var isWritable: Bool { !aboveHighWater }
+
+    /// Encrypts (for TLS) and sends. Never drops bytes: what the socket does not take at once is
+    /// queued until libuv confirms it. Throws when the connection is closing or closed.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
+        guard state == .established || state == .handshaking else {
+            throw .tls(TLSError(.sessionClosed, peer: remoteAddress))
+        }
+        if let session {
+            do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
+            flushCiphertext()
+        } else {
+            send(bytes)
+        }
+        resetIdleTimer()
+    }
+
+    public func write(_ bytes: [UInt8]) throws(ConnectionError) {
+        let result: Result<Void, ConnectionError> = bytes.withUnsafeBytes { raw in
+            do throws(ConnectionError) { try write(raw); return .success(()) } catch { return .failure(error) }
+        }
+        try result.get()
+    }
+
+    private func flushCiphertext() {
+        guard let session, session.pendingCiphertextCount > 0, uv_is_closing(mtls_tcp_handle(tcp)) == 0 else { return }
+        ciphertextScratch.removeAll(keepingCapacity: true)
+        session.takeCiphertext(into: &ciphertextScratch)
+        ciphertextScratch.withUnsafeBytes { send($0) }
+    }
+
+    /// `uv_try_write` first; the remainder goes to `uv_write` with its own copy, freed in the callback.
+    private func send(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        var offset = 0
+        if queuedOutboundBytes == 0 {
+            var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                     UInt32(bytes.count))
+            let written = uv_try_write(mtls_tcp_stream(tcp), &buffer, 1)
+            if written > 0 {
+                offset = Int(written)
+            } else if written < 0 && written != UV_EAGAIN.rawValue {
+                fail(.transport(code: written, operation: "writing to \(remoteAddress)"))
+                return
+            }
+        }
+        guard offset < bytes.count else { return }
+        let remaining = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+        let pending = PendingWrite(connection: self, copying: remaining)
+        queuedOutboundBytes += remaining.count
+        var buffer = uv_buf_init(pending.storage.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(remaining.count))
+        let status = uv_write(pending.request, mtls_tcp_stream(tcp), &buffer, 1) { request, status in
+            guard let request, let data = request.pointee.data else { return }
+            let pending = Unmanaged<PendingWrite>.fromOpaque(data).takeRetainedValue()
+            pending.connection.writeCompleted(size: pending.storage.count, status: status)
+        }
+        if status != 0 {
+            queuedOutboundBytes -= remaining.count
+            Unmanaged<PendingWrite>.fromOpaque(pending.request.pointee.data).release()
+            fail(.transport(code: status, operation: "writing to \(remoteAddress)"))
+            return
+        }
+        if queuedOutboundBytes > options.writeHighWater && !aboveHighWater {
+            aboveHighWater = true
+            updateReading()
+        }
+    }
+
+    private func writeCompleted(size: Int, status: Int32) {
+        queuedOutboundBytes -= size
+        if status < 0 && status != UV_ECANCELED.rawValue {
+            fail(.transport(code: status, operation: "writing to \(remoteAddress)"))
+            return
+        }
+        if aboveHighWater && queuedOutboundBytes <= options.writeLowWater {
+            aboveHighWater = false
+            updateReading()
+            if state == .established { handler?.connectionDidBecomeWritable(self) }
+        }
+        if state == .closing { shutdownWhenDrained() }
+    }
+}
+
+/// One `uv_write` in flight: the request, a copy of the bytes, and the connection, all kept alive
+/// by the retain stored in `request.data` until libuv's write callback takes it back.
+private final class PendingWrite {
+    let connection: Connection
+    /// Owned: freed in deinit, after libuv has finished with them.
+    let request: UnsafeMutablePointer<uv_write_t>
+    let storage: UnsafeMutableRawBufferPointer
+
+    init(connection: Connection, copying bytes: UnsafeRawBufferPointer) {
+        self.connection = connection
+        storage = .allocate(byteCount: bytes.count, alignment: 1)
+        storage.copyMemory(from: bytes)
+        request = .allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    deinit {
+        storage.deallocate()
+        request.deallocate()
+    }
+}
+
+extension ConnectionError {
+    func withPeer(_ peer: String) -> ConnectionError {
+        if case .tls(let error) = self { return .tls(error.withPeer(peer)) }
+        return self
+    }
+}

@@ -1,0 +1,164 @@
+import CLibUV
+import Foundation
+import Logging
+
+/// One libuv loop on its own thread. Everything that touches a handle runs on that thread; other
+/// threads hand work over with `execute`, the only call that crosses threads (through `uv_async_t`).
+public final class EventLoop: @unchecked Sendable {
+    public let name: String
+    /// Owned: allocated in init, closed and freed when the thread ends.
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    /// Owned like `loop`; its `data` is this EventLoop, unretained (the loop outlives its handle).
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+
+    private let lock = NSLock()
+    private var pending: [@Sendable () -> Void] = []
+    private var stopRequested = false
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// One read buffer per loop: every read lands here before the session copies it, so steady
+    /// state reads allocate nothing. Owned by the loop, freed in deinit.
+    let readBuffer: UnsafeMutableRawBufferPointer
+    static let readBufferSize = 64 * 1024
+
+    let logger: Logger
+
+    /// A peer that resets while we write must cost an error code, not the process: libuv leaves
+    /// SIGPIPE at its default (terminate), so the first loop of a process ignores it.
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
+
+    public init(name: String = "mtls-loop") {
+        _ = Self.ignoreBrokenPipes
+        self.name = name
+        self.logger = Logger(label: "swift-mtls.loop")
+        loop = .allocate(capacity: 1)
+        uv_loop_init(loop)
+        wakeup = .allocate(capacity: 1)
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+        uv_async_init(loop, wakeup) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<EventLoop>.fromOpaque(data).takeUnretainedValue().runPending()
+        }
+        wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    deinit {
+        readBuffer.deallocate()
+    }
+
+    /// Starts the loop's thread. The loop runs until `shutdown()`.
+    public func start() {
+        let thread = Thread { [self] in
+            uv_run(loop, UV_RUN_DEFAULT)
+            // Close whatever is left (a handle a shutdown did not reach), then free the loop.
+            uv_walk(loop, { handle, _ in
+                if let handle, uv_is_closing(handle) == 0 { uv_close(handle, nil) }
+            }, nil)
+            uv_run(loop, UV_RUN_DEFAULT)
+            uv_loop_close(loop)
+            finished.signal()
+        }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    /// True on this loop's own thread.
+    public var inEventLoop: Bool {
+        guard let thread else { return false }
+        return Thread.current === thread
+    }
+
+    /// Runs `work` on the loop's thread, soon. Safe from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        lock.lock()
+        pending.append(work)
+        lock.unlock()
+        uv_async_send(wakeup)
+    }
+
+    /// Runs `work` on the loop and waits for its result. Never call it from the loop itself.
+    public func submitAndWait<T: Sendable>(_ work: @escaping @Sendable () throws -> T) throws -> T {
+        precondition(!inEventLoop, "submitAndWait on the loop's own thread would deadlock")
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        execute {
+            box.result = Result { try work() }
+            done.signal()
+        }
+        done.wait()
+        return try box.result!.get()
+    }
+
+    /// Stops the loop once the work queued before it has run, and waits for its thread to end.
+    public func shutdown() {
+        execute { [self] in
+            stopRequested = true
+            uv_close(UnsafeMutableRawPointer(wakeup).assumingMemoryBound(to: uv_handle_t.self), nil)
+            uv_stop(loop)
+        }
+        finished.wait()
+        wakeup.deallocate()
+        loop.deallocate()
+    }
+
+    private func runPending() {
+        lock.lock()
+        let work = pending
+        pending.removeAll(keepingCapacity: true)
+        lock.unlock()
+        for item in work { item() }
+    }
+
+    /// The loop's clock in milliseconds, cached per iteration.
+    var now: UInt64 { uv_now(loop) }
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, Error>?
+}
+
+/// A one-shot or repeating timer on a loop. Owned by whoever created it; `cancel()` releases it.
+public final class LoopTimer {
+    /// Owned: allocated in init, freed in the close callback, which also releases `self`'s retain.
+    private let handle: UnsafeMutablePointer<uv_timer_t>
+    private var action: (() -> Void)?
+    private var closed = false
+
+    /// Must be called on `loop`'s thread.
+    public init(loop: EventLoop) {
+        handle = .allocate(capacity: 1)
+        uv_timer_init(loop.loop, handle)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// (Re)arms the timer. `repeatEvery` of 0 fires once.
+    public func schedule(afterMilliseconds delay: UInt64, repeatEvery: UInt64 = 0, _ action: @escaping () -> Void) {
+        guard !closed else { return }
+        self.action = action
+        uv_timer_start(handle, { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<LoopTimer>.fromOpaque(data).takeUnretainedValue().action?()
+        }, delay, repeatEvery)
+    }
+
+    public func stop() {
+        guard !closed else { return }
+        uv_timer_stop(handle)
+        action = nil
+    }
+
+    /// Stops the timer for good and frees it.
+    public func cancel() {
+        guard !closed else { return }
+        closed = true
+        action = nil
+        uv_close(mtls_timer_handle(handle)) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<LoopTimer>.fromOpaque(data).release()
+            handle.deallocate()
+        }
+    }
+}

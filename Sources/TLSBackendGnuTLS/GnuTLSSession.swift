@@ -1,0 +1,611 @@
+import CGnuTLS
+@_spi(Testing) import TLSContract
+
+/// One connection's GnuTLS session, driven without I/O: GnuTLS reads from `inbound` and writes to
+/// `outbound` through custom transport callbacks, and never blocks (GNUTLS_NONBLOCK).
+public final class GnuTLSSession: TLSSession {
+    public let role: TLSConfiguration.Role
+    public private(set) var isHandshakeComplete = false
+    public private(set) var peerIdentity: PeerIdentity?
+    public private(set) var negotiated: NegotiatedParameters?
+
+    /// `process()` stops decrypting while this much plaintext waits to be taken.
+    public var plaintextLimit = 64 * 1024
+
+    /// Retained so the credentials and priority cache the session points into outlive it.
+    private let context: GnuTLSContext
+    /// Owned by this object; gnutls_deinit in deinit. After that no callback can fire, which is
+    /// what makes the unretained transport pointer below safe.
+    fileprivate let session: gnutls_session_t
+    /// What `verifyPeer` checks the peer against (expected name, key purpose), read during every
+    /// handshake, renegotiation included. Allocated here, lives as long as `session`, freed in deinit.
+    /// (GnuTLS's own gnutls_session_set_verify_cert keeps such pointers too: a Swift String would dangle.)
+    fileprivate let verifyData: UnsafeMutableBufferPointer<gnutls_typed_vdata_st>
+    fileprivate let verifyDataCount: UInt32
+    /// The NUL-terminated strings and raw IP bytes `verifyData` points into; freed in deinit.
+    private let verifyStorage: [UnsafeMutableBufferPointer<UInt8>]
+    /// Decryption target for gnutls_record_recv, one maximum-size record; freed in deinit.
+    private let scratch: UnsafeMutableRawBufferPointer
+
+    fileprivate var inbound = ByteQueue()
+    fileprivate var outbound = ByteQueue()
+    fileprivate var inboundEnded = false
+    private var plaintext = ByteQueue()
+    /// Plaintext accepted by `writePlaintext` that GnuTLS has not encrypted yet.
+    private var unsent = ByteQueue()
+    /// After E_AGAIN GnuTLS must be called again with the same length; remembered here.
+    private var sendRetryLength: Int?
+    /// The peer's record framing, to tell bytes that are not TLS from an old TLS version or a bad record.
+    private var scanner = RecordScanner()
+    /// How many inbound bytes GnuTLS has pulled, to know whether it has reached what `scanner` found.
+    fileprivate var pulledCount = 0
+
+    /// What `verifyPeer` found, for mapping a verification failure to one problem.
+    fileprivate var verifyStatus: UInt32 = 0
+    private var failure: TLSError?
+    private var renegotiating = false
+    private var closeRequested = false
+    private var closeNotifySent = false
+    private var peerSentCloseNotify = false
+
+    private static let maxRecordPlaintext = 16 * 1024
+
+    init(context: GnuTLSContext, serverName: String?) throws(TLSError) {
+        let configuration = context.configuration
+        self.context = context
+        self.role = configuration.role
+
+        let roleFlag: gnutls_init_flags_t = configuration.role == .server ? GNUTLS_SERVER : GNUTLS_CLIENT
+        let nonBlocking: gnutls_init_flags_t = GNUTLS_NONBLOCK
+        // Resumption is not implemented (see capabilities), so no tickets are issued or requested.
+        let noTickets: gnutls_init_flags_t = GNUTLS_NO_TICKETS
+        var created: gnutls_session_t?
+        var rc = gnutls_init(&created, roleFlag.rawValue | nonBlocking.rawValue | noTickets.rawValue)
+        guard rc == GNUTLS_E_SUCCESS, let session = created else {
+            throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc))
+        }
+
+        var storage: [UnsafeMutableBufferPointer<UInt8>] = []
+        var entries: [gnutls_typed_vdata_st] = []
+        func fail(_ code: Int32) -> TLSError {
+            gnutls_deinit(session)
+            for buffer in storage { buffer.deallocate() }
+            return TLSError(.internalError, detail: GnuTLSLibrary.describe(code))
+        }
+
+        rc = gnutls_priority_set(session, context.priority)
+        if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
+        rc = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(context.credentials))
+        if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
+        // The event loop owns handshake timeouts; GnuTLS's own clock would fire across calls.
+        gnutls_handshake_set_timeout(session, 0)
+
+        switch configuration.role {
+        case .server:
+            let request: gnutls_certificate_request_t
+            switch configuration.clientAuthentication {
+            case .none: request = GNUTLS_CERT_IGNORE
+            case .optional: request = GNUTLS_CERT_REQUEST
+            case .require: request = GNUTLS_CERT_REQUIRE
+            }
+            gnutls_certificate_server_set_request(session, request)
+            // No CA names in the CertificateRequest: GnuTLS clients (curl among them) then withhold a
+            // certificate from another CA, and the refusal would read "missing" instead of "untrusted
+            // issuer". OpenSSL servers send no names unless told to, so both backends behave the same.
+            gnutls_certificate_send_x509_rdn_sequence(session, 1)
+            if configuration.clientAuthentication != .none {
+                let purpose = Self.ownedBytes(Array("1.3.6.1.5.5.7.3.2".utf8) + [0])  // id-kp-clientAuth
+                storage.append(purpose)
+                entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_KEY_PURPOSE_OID, data: purpose.baseAddress, size: 0))
+            }
+        case .client:
+            if let name = serverName {
+                if let address = IPAddressText.parse(name) {
+                    // IP literals are never sent as SNI (RFC 6066) and are matched against IP SANs.
+                    let raw = Self.ownedBytes(address)
+                    storage.append(raw)
+                    entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_IP_ADDRESS, data: raw.baseAddress, size: UInt32(raw.count)))
+                } else {
+                    rc = gnutls_server_name_set(session, GNUTLS_NAME_DNS, name, name.utf8.count)
+                    if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
+                    let host = Self.ownedBytes(Array(name.utf8) + [0])
+                    storage.append(host)
+                    entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_DNS_HOSTNAME, data: host.baseAddress, size: 0))
+                }
+            }
+            let purpose = Self.ownedBytes(Array("1.3.6.1.5.5.7.3.1".utf8) + [0])  // id-kp-serverAuth
+            storage.append(purpose)
+            entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_KEY_PURPOSE_OID, data: purpose.baseAddress, size: 0))
+        }
+
+        if !configuration.applicationProtocols.isEmpty {
+            // gnutls_alpn_set_protocols copies the names, so these buffers only live for the call.
+            let names = configuration.applicationProtocols.map { Array($0.utf8) }
+            var datums: [gnutls_datum_t] = []
+            var buffers: [UnsafeMutableBufferPointer<UInt8>] = []
+            for name in names {
+                let buffer = Self.ownedBytes(name)
+                buffers.append(buffer)
+                datums.append(gnutls_datum_t(data: buffer.baseAddress, size: UInt32(buffer.count)))
+            }
+            let flags: gnutls_alpn_flags_t = configuration.role == .server ? GNUTLS_ALPN_SERVER_PRECEDENCE : gnutls_alpn_flags_t(0)
+            rc = gnutls_alpn_set_protocols(session, datums, UInt32(datums.count), flags.rawValue)
+            for buffer in buffers { buffer.deallocate() }
+            if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
+        }
+
+        let verifyData = UnsafeMutableBufferPointer<gnutls_typed_vdata_st>.allocate(capacity: max(1, entries.count))
+        _ = verifyData.initialize(from: entries)
+        self.verifyData = verifyData
+        self.verifyDataCount = UInt32(entries.count)
+        self.verifyStorage = storage
+        self.session = session
+        self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.maxRecordPlaintext, alignment: 16)
+
+        let verifies = configuration.role == .client || configuration.clientAuthentication != .none
+        if verifies {
+            gnutls_session_set_verify_function(session, verifyPeer)
+        }
+
+        // Unretained: the session object owns the gnutls session, not the other way round, so there is
+        // no cycle. GnuTLS calls back only from inside calls this object makes, and never after deinit.
+        let unretainedSelf = Unmanaged.passUnretained(self).toOpaque()
+        gnutls_transport_set_ptr(session, unretainedSelf)
+        gnutls_session_set_ptr(session, unretainedSelf)
+        gnutls_transport_set_push_function(session, gnutlsPush)
+        gnutls_transport_set_pull_function(session, gnutlsPull)
+        gnutls_transport_set_pull_timeout_function(session, gnutlsPullTimeout)
+    }
+
+    deinit {
+        gnutls_deinit(session)
+        verifyData.deallocate()
+        for buffer in verifyStorage { buffer.deallocate() }
+        scratch.deallocate()
+    }
+
+    /// The client identity the certificate callback offers (see `clientCertificateCallback`).
+    var contextIdentity: ClientIdentity? { context.clientIdentity }
+
+    private static func ownedBytes(_ bytes: [UInt8]) -> UnsafeMutableBufferPointer<UInt8> {
+        let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, bytes.count))
+        _ = buffer.initialize(from: bytes)
+        return UnsafeMutableBufferPointer(rebasing: buffer[0..<bytes.count])
+    }
+
+    // MARK: - Ciphertext in and out
+
+    public func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+        scanner.scan(bytes)
+        inbound.append(bytes)
+    }
+
+    public func receiveEndOfInput() {
+        inboundEnded = true
+    }
+
+    public var pendingCiphertextCount: Int { outbound.count }
+
+    public func takeCiphertext(into buffer: inout [UInt8]) {
+        outbound.move(into: &buffer)
+    }
+
+    // MARK: - Plaintext in and out
+
+    public var pendingPlaintextCount: Int { plaintext.count }
+
+    public func takePlaintext(into buffer: inout [UInt8], maxBytes: Int) {
+        plaintext.move(into: &buffer, maxBytes: maxBytes)
+    }
+
+    public func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
+        if let failure { throw failure }
+        guard !closeRequested else { throw TLSError(.sessionClosed) }
+        unsent.append(bytes)
+        if isHandshakeComplete && !renegotiating {
+            if let error = flushUnsent() { throw error }
+        }
+    }
+
+    public func close() {
+        guard !closeRequested else { return }
+        closeRequested = true
+        // Before the handshake completes, close_notify waits for it (with any buffered plaintext).
+        if isHandshakeComplete && failure == nil && !renegotiating {
+            _ = flushUnsent()
+            sendCloseNotify()
+        }
+    }
+
+    // MARK: - The state machine
+
+    public func process() -> TLSProgress {
+        if let failure { return plaintext.isEmpty ? .failed(failure) : .plaintextReady }
+        if !isHandshakeComplete { return advanceHandshake() }
+        if renegotiating, let progress = advanceRenegotiation() { return progress }
+        decryptAvailable()
+        if !plaintext.isEmpty { return .plaintextReady }
+        if let failure { return .failed(failure) }
+        if peerSentCloseNotify { return .peerClosed }
+        return .needsInput
+    }
+
+    private func advanceHandshake() -> TLSProgress {
+        while true {
+            let rc = gnutls_handshake(session)
+            switch rc {
+            case GNUTLS_E_SUCCESS:
+                do throws(TLSError) {
+                    try recordHandshakeResult()
+                } catch {
+                    return fail(error, sending: .badCertificate)
+                }
+                isHandshakeComplete = true
+                if let error = flushUnsent() { return fail(error, code: nil) }
+                if closeRequested { sendCloseNotify() }
+                return .handshakeComplete
+            case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
+                if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if inboundEnded && inbound.isEmpty {
+                    return fail(TLSError(.handshakeFailed(.unexpectedEOF)), code: nil)
+                }
+                return .needsInput
+            case GNUTLS_E_WARNING_ALERT_RECEIVED:
+                // A warning (e.g. unrecognized_name) does not end the handshake.
+                continue
+            default:
+                return fail(code: rc, duringHandshake: true)
+            }
+        }
+    }
+
+    /// Continues a renegotiation this client started. Nil means: go on decrypting.
+    private func advanceRenegotiation() -> TLSProgress? {
+        while true {
+            let rc = gnutls_handshake(session)
+            switch rc {
+            case GNUTLS_E_SUCCESS:
+                renegotiating = false
+                if let error = flushUnsent() { return fail(error, code: nil) }
+                if closeRequested { sendCloseNotify() }
+                return nil
+            case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
+                if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if inboundEnded && inbound.isEmpty {
+                    return fail(TLSError(.uncleanShutdown), code: nil)
+                }
+                return plaintext.isEmpty ? .needsInput : .plaintextReady
+            case GNUTLS_E_GOT_APPLICATION_DATA:
+                return nil
+            case GNUTLS_E_WARNING_ALERT_RECEIVED:
+                let alert = gnutls_alert_get(session)
+                if alert == GNUTLS_A_NO_RENEGOTIATION {
+                    // The peer refused; a connection whose renegotiation failed is not used further.
+                    return fail(TLSError(.peerSentAlert(.noRenegotiation), detail: GnuTLSLibrary.describe(rc)), code: nil)
+                }
+                continue
+            default:
+                return fail(code: rc, duringHandshake: false)
+            }
+        }
+    }
+
+    private func decryptAvailable() {
+        while failure == nil && !peerSentCloseNotify && plaintext.count < plaintextLimit {
+            let unreadBefore = inbound.count
+            let count = gnutls_record_recv(session, scratch.baseAddress, scratch.count)
+            if count > 0 {
+                plaintext.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+                continue
+            }
+            if count == 0 {
+                peerSentCloseNotify = true
+                return
+            }
+            let rc = Int32(truncatingIfNeeded: count)
+            switch rc {
+            case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
+                if let garbage = nonTLSInputError() {
+                    _ = fail(garbage, code: nil)
+                } else if inboundEnded && inbound.isEmpty {
+                    _ = fail(TLSError(.uncleanShutdown), code: nil)
+                } else if !inbound.isEmpty && inbound.count < unreadBefore {
+                    // GnuTLS answers E_AGAIN after it consumed a post-handshake message (a TLS 1.3
+                    // session ticket) even when application records follow in the same read.
+                    continue
+                }
+                return
+            case GNUTLS_E_REHANDSHAKE:
+                if negotiatedVersion == .tls13 {
+                    continue  // a TLS 1.3 key update, handled inside GnuTLS
+                }
+                // Renegotiation is refused on both sides. RFC 5246 makes no_renegotiation a warning;
+                // a server then ends the connection, a client ignores the HelloRequest (as OpenSSL does).
+                _ = gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION)
+                if role == .server {
+                    _ = fail(TLSError(.renegotiationRefused, detail: GnuTLSLibrary.describe(rc)), code: nil)
+                    return
+                }
+                continue
+            case GNUTLS_E_WARNING_ALERT_RECEIVED:
+                continue
+            default:
+                _ = fail(code: rc, duringHandshake: false)
+                return
+            }
+        }
+    }
+
+    /// Encrypts buffered plaintext, one record (at most 16 KiB) per gnutls_record_send call.
+    private func flushUnsent() -> TLSError? {
+        while !unsent.isEmpty {
+            let length = sendRetryLength ?? min(unsent.count, Self.maxRecordPlaintext)
+            let sent = unsent.withUnsafeReadableBytes { raw in
+                gnutls_record_send(session, raw.baseAddress, length)
+            }
+            if sent > 0 {
+                unsent.consume(sent)
+                sendRetryLength = nil
+                continue
+            }
+            let rc = Int32(truncatingIfNeeded: sent)
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                sendRetryLength = length
+                return nil
+            }
+            let error = mapError(rc, duringHandshake: false)
+            _ = fail(error, code: rc)
+            return error
+        }
+        return nil
+    }
+
+    private func sendCloseNotify() {
+        guard !closeNotifySent else { return }
+        closeNotifySent = true
+        // Non-blocking with an in-memory push: the alert is queued in `outbound` at once.
+        _ = gnutls_bye(session, GNUTLS_SHUT_WR)
+    }
+
+    // MARK: - Failure
+
+    private func fail(code: Int32, duringHandshake: Bool) -> TLSProgress {
+        fail(mapError(code, duringHandshake: duringHandshake), code: code)
+    }
+
+    /// Records the failure and queues the alert the peer should see. `code` picks GnuTLS's own alert
+    /// when no better one is known; nil sends nothing (EOF, or the peer already aborted).
+    private func fail(_ error: TLSError, code: Int32?) -> TLSProgress {
+        if failure == nil {
+            failure = error
+            unsent.removeAll()
+            if let alert = alert(for: error.reason) {
+                _ = gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(UInt32(alert.code)))
+            } else if let code, sendsAlert(error.reason) {
+                _ = gnutls_alert_send_appropriate(session, code)
+            }
+        }
+        return plaintext.isEmpty ? .failed(failure!) : .plaintextReady
+    }
+
+    private func fail(_ error: TLSError, sending alert: TLSAlert) -> TLSProgress {
+        if failure == nil {
+            failure = error
+            unsent.removeAll()
+            _ = gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(UInt32(alert.code)))
+        }
+        return plaintext.isEmpty ? .failed(failure!) : .plaintextReady
+    }
+
+    private func sendsAlert(_ reason: TLSError.Reason) -> Bool {
+        switch reason {
+        case .peerSentAlert, .uncleanShutdown, .handshakeFailed(.unexpectedEOF), .renegotiationRefused:
+            return false
+        default:
+            return true
+        }
+    }
+
+    /// The alerts OpenSSL sends for the same refusals, so a peer sees the same alert from either backend
+    /// (GnuTLS would send bad_certificate for every verification failure).
+    private func alert(for reason: TLSError.Reason) -> TLSAlert? {
+        guard case .certificateRejected(let problem) = reason else { return nil }
+        switch problem {
+        case .missing: return negotiatedVersion == .tls13 ? .certificateRequired : .handshakeFailure
+        case .untrustedIssuer: return .unknownCA
+        case .expired: return .certificateExpired
+        case .notYetValid: return .badCertificate
+        case .wrongUsage: return .unsupportedCertificate
+        case .wrongName: return .handshakeFailure
+        case .notAuthorized: return .accessDenied
+        case .invalid: return .badCertificate
+        }
+    }
+
+    private var negotiatedVersion: TLSVersion? {
+        switch gnutls_protocol_get_version(session) {
+        case GNUTLS_TLS1_3: return .tls13
+        case GNUTLS_TLS1_2: return .tls12
+        default: return nil
+        }
+    }
+
+    /// GnuTLS waits for the body of a "record" whose header is nonsense; there is no point.
+    private func nonTLSInputError() -> TLSError? {
+        guard let offset = scanner.firstBadHeaderOffset, pulledCount > offset else { return nil }
+        return TLSError(.malformedInput, detail: "the peer sent bytes that do not frame as TLS records")
+    }
+
+    private func mapError(_ code: Int32, duringHandshake: Bool) -> TLSError {
+        let detail = GnuTLSLibrary.describe(code)
+        var plaintextAlert: UInt8?
+        if let alert = scanner.lastPlaintextAlert, pulledCount >= alert.end {
+            plaintextAlert = alert.description
+        }
+        let reason = GnuTLSErrors.reason(
+            for: code,
+            role: role,
+            duringHandshake: duringHandshake,
+            sentNonTLS: scanner.firstBadHeaderOffset.map { pulledCount > $0 } ?? false,
+            transportEnded: inboundEnded && inbound.isEmpty,
+            plaintextAlert: plaintextAlert,
+            verifyStatus: { verifyStatus },
+            peerSentCertificate: { peerCertificateCount > 0 },
+            receivedAlert: { UInt8(truncatingIfNeeded: gnutls_alert_get(session).rawValue) })
+        if case .peerSentAlert = reason, code != GNUTLS_E_FATAL_ALERT_RECEIVED {
+            return TLSError(reason, detail: detail + " (GnuTLS's report of the peer's alert)")
+        }
+        return TLSError(reason, detail: detail)
+    }
+
+    private var peerCertificateCount: Int {
+        var count: UInt32 = 0
+        _ = gnutls_certificate_get_peers(session, &count)
+        return Int(count)
+    }
+
+    // MARK: - What was negotiated
+
+    private func recordHandshakeResult() throws(TLSError) {
+        guard let version = negotiatedVersion else {
+            throw TLSError(.noSharedVersion, detail: "GnuTLS negotiated a version outside TLS 1.2...1.3")
+        }
+        var group: String?
+        let negotiatedGroup = gnutls_group_get(session)
+        if negotiatedGroup != GNUTLS_GROUP_INVALID, let name = gnutls_group_get_name(negotiatedGroup) {
+            group = NamedGroup.canonicalName(String(cString: name))
+        }
+        var protocolDatum = gnutls_datum_t()
+        var applicationProtocol: String?
+        if gnutls_alpn_get_selected_protocol(session, &protocolDatum) == GNUTLS_E_SUCCESS, let data = protocolDatum.data {
+            // Points into session memory valid until the next handshake; copied at once.
+            applicationProtocol = String(decoding: UnsafeBufferPointer(start: data, count: Int(protocolDatum.size)), as: UTF8.self)
+        }
+        negotiated = NegotiatedParameters(
+            version: version,
+            cipherSuite: CipherSuitePolicy.name(for: cipherSuiteCodePoint(version: version)),
+            group: group,
+            applicationProtocol: applicationProtocol,
+            resumed: gnutls_session_is_resumed(session) != 0)
+
+        var count: UInt32 = 0
+        // The array and its data belong to the session and change on the next handshake; copied here.
+        if let list = gnutls_certificate_get_peers(session, &count), count > 0 {
+            var chain: [[UInt8]] = []
+            for index in 0..<Int(count) {
+                let datum = list[index]
+                chain.append(Array(UnsafeBufferPointer(start: datum.data, count: Int(datum.size))))
+            }
+            peerIdentity = try PeerIdentity(certificateChainDER: chain)
+        }
+    }
+
+    private func cipherSuiteCodePoint(version: TLSVersion) -> UInt16 {
+        let cipher = gnutls_cipher_get(session)
+        if version == .tls13 {
+            switch cipher {
+            case GNUTLS_CIPHER_AES_128_GCM: return 0x1301
+            case GNUTLS_CIPHER_AES_256_GCM: return 0x1302
+            case GNUTLS_CIPHER_CHACHA20_POLY1305: return 0x1303
+            default: return 0
+            }
+        }
+        let kx = gnutls_kx_get(session)
+        let mac = gnutls_mac_get(session)
+        var index = 0
+        var id: (UInt8, UInt8) = (0, 0)
+        var suiteKX = GNUTLS_KX_UNKNOWN
+        var suiteCipher = GNUTLS_CIPHER_UNKNOWN
+        var suiteMAC = GNUTLS_MAC_UNKNOWN
+        var minimum = GNUTLS_VERSION_UNKNOWN
+        while true {
+            let name = withUnsafeMutableBytes(of: &id) { raw in
+                gnutls_cipher_suite_info(index, raw.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                         &suiteKX, &suiteCipher, &suiteMAC, &minimum)
+            }
+            guard name != nil else { return 0 }
+            if suiteKX == kx && suiteCipher == cipher && suiteMAC == mac {
+                return UInt16(id.0) << 8 | UInt16(id.1)
+            }
+            index += 1
+        }
+    }
+}
+
+@_spi(Testing)
+extension GnuTLSSession: TLSSessionTestHooks {
+    public func startRenegotiation() throws(TLSError) {
+        guard failure == nil, !closeRequested else { throw TLSError(.sessionClosed) }
+        guard role == .client, isHandshakeComplete, negotiatedVersion == .tls12 else {
+            throw TLSError(.handshakeFailed(.other), detail: "renegotiation needs an established TLS 1.2 client session")
+        }
+        renegotiating = true
+        let rc = gnutls_handshake(session)
+        switch rc {
+        case GNUTLS_E_SUCCESS:
+            renegotiating = false
+        case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
+            break
+        default:
+            renegotiating = false
+            let error = mapError(rc, duringHandshake: false)
+            _ = fail(error, code: rc)
+            throw error
+        }
+    }
+}
+
+// MARK: - Transport callbacks
+
+// Capture-free C callbacks. The transport pointer is the unretained GnuTLSSession that owns the
+// gnutls session (see `init`), valid for as long as GnuTLS can call these.
+
+private func gnutlsPush(_ pointer: gnutls_transport_ptr_t?, _ data: UnsafeRawPointer?, _ size: Int) -> Int {
+    guard let pointer else { return -1 }
+    let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
+    if size > 0, let data {
+        owner.outbound.append(UnsafeRawBufferPointer(start: data, count: size))
+    }
+    return size
+}
+
+private func gnutlsPull(_ pointer: gnutls_transport_ptr_t?, _ data: UnsafeMutableRawPointer?, _ size: Int) -> Int {
+    guard let pointer else { return -1 }
+    let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
+    if owner.inbound.isEmpty {
+        if owner.inboundEnded { return 0 }
+        gnutls_transport_set_errno(owner.session, mtls_eagain())
+        return -1
+    }
+    let count = owner.inbound.read(into: UnsafeMutableRawBufferPointer(start: data, count: size))
+    owner.pulledCount += count
+    return count
+}
+
+/// Verifies the peer's chain against our trust roots, the expected name and the key purpose.
+/// Runs inside gnutls_handshake; it only records the status on the owner, never calls into it.
+private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
+    guard let session, let pointer = gnutls_session_get_ptr(session) else { return GNUTLS_E_INTERNAL_ERROR }
+    let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
+    var count: UInt32 = 0
+    if gnutls_certificate_get_peers(session, &count) == nil || count == 0 {
+        // A server asking with `.optional` accepts no certificate; `.require` is enforced by GnuTLS
+        // before this runs, and a client always needs one.
+        return owner.role == .server ? GNUTLS_E_SUCCESS : GNUTLS_E_NO_CERTIFICATE_FOUND
+    }
+    var status: UInt32 = 0
+    let rc = gnutls_certificate_verify_peers(session, owner.verifyData.baseAddress, owner.verifyDataCount, &status)
+    if rc < 0 {
+        owner.verifyStatus = GNUTLS_CERT_INVALID.rawValue
+        return rc
+    }
+    owner.verifyStatus = status
+    return status == 0 ? GNUTLS_E_SUCCESS : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR
+}
+
+private func gnutlsPullTimeout(_ pointer: gnutls_transport_ptr_t?, _ milliseconds: UInt32) -> Int32 {
+    guard let pointer else { return -1 }
+    let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
+    // Never waits: "timed out" (0) when empty makes GnuTLS return E_AGAIN to us.
+    return owner.inbound.isEmpty && !owner.inboundEnded ? 0 : 1
+}

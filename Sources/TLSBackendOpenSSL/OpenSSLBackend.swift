@@ -1,0 +1,206 @@
+internal import COpenSSL
+import TLSContract
+
+/// TLS through OpenSSL 3, driven with memory BIOs so that the library never touches a socket.
+public struct OpenSSLBackend: TLSBackend {
+    public init() {}
+
+    public var name: String { "openssl" }
+
+    public var libraryVersion: String {
+        guard let text = OpenSSL_version(OPENSSL_VERSION) else { return "OpenSSL" }
+        return String(cString: text)
+    }
+
+    public var capabilities: TLSCapabilities {
+        [.pkcs12, .alpn, .ed25519, .ipAddressVerification, .tls13Resumption, .tls12Resumption]
+    }
+
+    public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
+        try OpenSSLContext(configuration: configuration)
+    }
+}
+
+/// One `SSL_CTX` holding the parsed credentials, the trust store and the policy, built once and
+/// shared by every session. OpenSSL makes `SSL_new` on a shared, unmodified `SSL_CTX` thread-safe.
+public final class OpenSSLContext: TLSContext, @unchecked Sendable {
+    public let configuration: TLSConfiguration
+    public var backendName: String { "openssl" }
+
+    /// Owned: created in init, freed in deinit; sessions hold their own reference through `SSL_new`.
+    let ctx: OpaquePointer
+    /// ALPN protocols in wire format (length-prefixed). Owned by this context and freed in deinit:
+    /// the server's selection callback hands OpenSSL a pointer into it, valid as long as `ctx`.
+    let alpnWire: UnsafeMutableBufferPointer<UInt8>
+
+    /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
+    static let tls12CipherList =
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        + "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        + "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+    /// AES-128 first, as GnuTLS orders them: both servers then pick the same suite, and the faster one.
+    static let tls13CipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+    static let groups = "X25519:P-256:P-384"
+
+    init(configuration: TLSConfiguration) throws(TLSError) {
+        try configuration.validate()
+        self.configuration = configuration
+        let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
+        self.alpnWire = .allocate(capacity: wire.count)
+        _ = alpnWire.initialize(from: wire)
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(TLS_method()) else {
+            alpnWire.deallocate()
+            throw OpenSSLErrors.collect(.internalError)
+        }
+        self.ctx = ctx
+        // From here on, deinit frees ctx if a later step throws.
+        try applyPolicy()
+        if let identity = configuration.identity {
+            try loadIdentity(identity)
+        }
+        try loadTrustRoots()
+        configureVerification()
+        if configuration.role == .server {
+            SSL_CTX_set_msg_callback(ctx, renegotiationWatch)
+            if alpnWire.count > 0 {
+                SSL_CTX_set_alpn_select_cb(ctx, alpnSelect, Unmanaged.passUnretained(self).toOpaque())
+            }
+        }
+    }
+
+    deinit {
+        SSL_CTX_free(ctx)
+        alpnWire.deallocate()
+    }
+
+    public func makeSession(serverName: String?) throws(TLSError) -> any TLSSession {
+        try OpenSSLSession(context: self, serverName: serverName ?? configuration.serverName)
+    }
+
+    private func applyPolicy() throws(TLSError) {
+        var options = mtls_SSL_OP_NO_RENEGOTIATION() | mtls_SSL_OP_NO_COMPRESSION()
+            | mtls_SSL_OP_CIPHER_SERVER_PREFERENCE()
+        if !configuration.sessionTicketsEnabled {
+            options |= mtls_SSL_OP_NO_TICKET()
+            SSL_CTX_set_num_tickets(ctx, 0)
+        }
+        SSL_CTX_set_options(ctx, options)
+        // Idle connections give their 34 KiB of record buffers back. We send exactly the configured
+        // chain: building one from the trust store on every handshake costs time and leaks the root.
+        _ = mtls_SSL_CTX_set_mode(ctx, mtls_SSL_MODE_RELEASE_BUFFERS() | mtls_SSL_MODE_NO_AUTO_CHAIN())
+        guard mtls_SSL_CTX_set_min_proto_version(ctx, Self.protocolVersion(configuration.minimumVersion)) == 1,
+              mtls_SSL_CTX_set_max_proto_version(ctx, Self.protocolVersion(configuration.maximumVersion)) == 1,
+              SSL_CTX_set_cipher_list(ctx, Self.tls12CipherList) == 1,
+              SSL_CTX_set_ciphersuites(ctx, Self.tls13CipherSuites) == 1,
+              mtls_SSL_CTX_set1_groups_list(ctx, Self.groups) == 1
+        else {
+            throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("TLS policy")))
+        }
+    }
+
+    static func protocolVersion(_ version: TLSVersion) -> Int32 {
+        switch version {
+        case .tls12: return TLS1_2_VERSION
+        case .tls13: return TLS1_3_VERSION
+        }
+    }
+
+    private func loadIdentity(_ identity: TLSConfiguration.Identity) throws(TLSError) {
+        switch identity {
+        case .pem(let chainSource, let keySource):
+            let chainPEM = try chainSource.loadCertificatesPEM()
+            let keyPEM = try keySource.loadPrivateKeyPEM()
+            let certificates = try OpenSSLPEM.certificates(chainPEM.bytes, name: chainPEM.name)
+            defer { certificates.forEach { X509_free($0) } }
+            guard let key = OpenSSLPEM.privateKey(keyPEM.bytes) else {
+                throw OpenSSLErrors.collect(.configuration(file: keyPEM.name, problem: .invalidPrivateKey))
+            }
+            defer { EVP_PKEY_free(key) }
+            try install(leaf: certificates[0], chain: certificates.dropFirst(), key: key, keyName: keyPEM.name)
+        case .pkcs12(let source, let password):
+            let bytes = try source.load()
+            let bundle = try OpenSSLPEM.pkcs12(bytes, password: password, name: source.name)
+            defer {
+                X509_free(bundle.leaf)
+                EVP_PKEY_free(bundle.key)
+                bundle.chain.forEach { X509_free($0) }
+            }
+            try install(leaf: bundle.leaf, chain: bundle.chain[...], key: bundle.key, keyName: source.name)
+        }
+    }
+
+    private func install(leaf: OpaquePointer, chain: ArraySlice<OpaquePointer>, key: OpaquePointer, keyName: String) throws(TLSError) {
+        ERR_clear_error()
+        guard SSL_CTX_use_certificate(ctx, leaf) == 1 else {
+            throw OpenSSLErrors.collect(.configuration(file: keyName, problem: .invalidCertificate))
+        }
+        for certificate in chain where mtls_SSL_CTX_add1_chain_cert(ctx, certificate) != 1 {
+            throw OpenSSLErrors.collect(.configuration(file: keyName, problem: .invalidCertificate))
+        }
+        guard SSL_CTX_use_PrivateKey(ctx, key) == 1, SSL_CTX_check_private_key(ctx) == 1 else {
+            throw OpenSSLErrors.collect(.configuration(file: keyName, problem: .keyDoesNotMatchCertificate))
+        }
+    }
+
+    private func loadTrustRoots() throws(TLSError) {
+        guard let store = SSL_CTX_get_cert_store(ctx) else { return }
+        for source in configuration.trustRoots {
+            let pem = try source.loadCertificatesPEM()
+            let roots = try OpenSSLPEM.certificates(pem.bytes, name: pem.name)
+            defer { roots.forEach { X509_free($0) } }
+            for root in roots {
+                // A root listed twice is harmless; anything else is a real failure.
+                if X509_STORE_add_cert(store, root) != 1 {
+                    ERR_clear_error()
+                }
+            }
+        }
+    }
+
+    private func configureVerification() {
+        var mode: Int32 = SSL_VERIFY_NONE
+        switch configuration.role {
+        case .client:
+            mode = SSL_VERIFY_PEER
+        case .server:
+            switch configuration.clientAuthentication {
+            case .none: mode = SSL_VERIFY_NONE
+            case .optional: mode = SSL_VERIFY_PEER
+            case .require: mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+            }
+        }
+        SSL_CTX_set_verify(ctx, mode, nil)
+    }
+}
+
+/// Server-side ALPN: the first of our protocols that the client also offers.
+/// `arg` is the unretained OpenSSLContext, which outlives its SSL_CTX's callbacks.
+private let alpnSelect: @convention(c) (
+    OpaquePointer?, UnsafeMutablePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<UInt8>?,
+    UnsafePointer<UInt8>?, UInt32, UnsafeMutableRawPointer?
+) -> Int32 = { _, out, outLength, offered, offeredLength, arg in
+    guard let arg, let out, let outLength else { return SSL_TLSEXT_ERR_NOACK }
+    let context = Unmanaged<OpenSSLContext>.fromOpaque(arg).takeUnretainedValue()
+    var selected: UnsafeMutablePointer<UInt8>?
+    var selectedLength: UInt8 = 0
+    let result = SSL_select_next_proto(&selected, &selectedLength, context.alpnWire.baseAddress,
+                                       UInt32(context.alpnWire.count), offered, offeredLength)
+    guard result == OPENSSL_NPN_NEGOTIATED, let selected else { return SSL_TLSEXT_ERR_ALERT_FATAL }
+    out.pointee = UnsafePointer(selected)
+    outLength.pointee = selectedLength
+    return SSL_TLSEXT_ERR_OK
+}
+
+/// Watches the alerts a server sends. OpenSSL answers a renegotiating ClientHello with a
+/// no_renegotiation warning and carries on; we tear the connection down instead, as the GnuTLS
+/// backend does, so that a peer probing for renegotiation learns nothing more.
+private let renegotiationWatch: @convention(c) (
+    Int32, Int32, Int32, UnsafeRawPointer?, Int, OpaquePointer?, UnsafeMutableRawPointer?
+) -> Void = { writing, _, contentType, buffer, length, ssl, _ in
+    guard writing == 1, contentType == SSL3_RT_ALERT, length >= 2, let buffer, let ssl,
+          buffer.load(fromByteOffset: 1, as: UInt8.self) == UInt8(SSL_AD_NO_RENEGOTIATION),
+          let session = mtls_SSL_get_app_data(ssl)
+    else { return }
+    Unmanaged<OpenSSLSession>.fromOpaque(session).takeUnretainedValue().peerAttemptedRenegotiation = true
+}

@@ -1,0 +1,276 @@
+internal import COpenSSL
+@_spi(Testing) import TLSContract
+
+/// One connection: an `SSL` between two memory BIOs. Ciphertext from the peer is written into
+/// `inbound`; whatever OpenSSL wants to send accumulates in `outbound` until taken.
+public final class OpenSSLSession: TLSSession {
+    public let role: TLSConfiguration.Role
+    public private(set) var isHandshakeComplete = false
+    public private(set) var peerIdentity: PeerIdentity?
+    public private(set) var negotiated: NegotiatedParameters?
+    /// `process()` stops decrypting while this much plaintext waits to be taken.
+    public var plaintextLimit = 64 * 1024
+
+    /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive.
+    private let context: OpenSSLContext
+    /// Owned: freed in deinit, which also frees both BIOs (SSL_set_bio hands them to the SSL).
+    fileprivate let ssl: OpaquePointer
+    /// Borrowed from `ssl`.
+    private let inbound: OpaquePointer
+    /// Borrowed from `ssl`.
+    private let outbound: OpaquePointer
+
+    private var plaintext = ByteQueue()
+    /// Plaintext written before the handshake completed, sent right after.
+    private var heldPlaintext = ByteQueue()
+    private var inputEnded = false
+    private var closeRequested = false
+    private var peerClosed = false
+    private var failure: TLSError?
+    /// Set by the context's message callback, synchronously inside SSL_read.
+    var peerAttemptedRenegotiation = false
+
+    init(context: OpenSSLContext, serverName: String?) throws(TLSError) {
+        self.context = context
+        self.role = context.configuration.role
+        ERR_clear_error()
+        guard let ssl = SSL_new(context.ctx), let inbound = BIO_new(BIO_s_mem()), let outbound = BIO_new(BIO_s_mem()) else {
+            throw OpenSSLErrors.collect(.internalError)
+        }
+        // An empty memory BIO must read as "try again", not as end of file.
+        mtls_BIO_set_mem_eof_return(inbound, -1)
+        mtls_BIO_set_mem_eof_return(outbound, -1)
+        SSL_set_bio(ssl, inbound, outbound)
+        self.ssl = ssl
+        self.inbound = inbound
+        self.outbound = outbound
+        _ = mtls_SSL_set_app_data(ssl, Unmanaged.passUnretained(self).toOpaque())
+
+        switch role {
+        case .server:
+            SSL_set_accept_state(ssl)
+        case .client:
+            SSL_set_connect_state(ssl)
+            if let serverName {
+                try expectServerName(serverName)
+            }
+            if context.alpnWire.count > 0 {
+                _ = SSL_set_alpn_protos(ssl, context.alpnWire.baseAddress, UInt32(context.alpnWire.count))
+            }
+        }
+    }
+
+    deinit {
+        SSL_free(ssl)
+    }
+
+    /// SNI for DNS names; verification against DNS or IP SANs.
+    private func expectServerName(_ name: String) throws(TLSError) {
+        if IPAddressText.parse(name) != nil {
+            let bare = name.hasPrefix("[") ? String(name.dropFirst().dropLast()) : name
+            guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), bare) == 1 else {
+                throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("server name '\(name)'")))
+            }
+        } else {
+            guard mtls_SSL_set_tlsext_host_name(ssl, name) == 1, SSL_set1_host(ssl, name) == 1 else {
+                throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("server name '\(name)'")))
+            }
+        }
+    }
+
+    // MARK: Ciphertext
+
+    public func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = BIO_write(inbound, bytes.baseAddress! + offset, Int32(clamping: bytes.count - offset))
+            guard written > 0 else { break }
+            offset += Int(written)
+        }
+    }
+
+    public func receiveEndOfInput() {
+        inputEnded = true
+    }
+
+    public var pendingCiphertextCount: Int { Int(BIO_ctrl_pending(outbound)) }
+
+    public func takeCiphertext(into buffer: inout [UInt8]) {
+        let count = pendingCiphertextCount
+        guard count > 0 else { return }
+        let start = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: count))
+        buffer.withUnsafeMutableBytes { raw in
+            _ = BIO_read(outbound, raw.baseAddress! + start, Int32(count))
+        }
+    }
+
+    // MARK: Progress
+
+    public func process() -> TLSProgress {
+        if let failure { return .failed(failure) }
+        if !isHandshakeComplete {
+            return continueHandshake()
+        }
+        return decrypt()
+    }
+
+    private func continueHandshake() -> TLSProgress {
+        ERR_clear_error()
+        let result = SSL_do_handshake(ssl)
+        if result == 1 {
+            return completeHandshake()
+        }
+        let code = SSL_get_error(ssl, result)
+        if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
+            if inputEnded {
+                return fail(TLSError(.handshakeFailed(.unexpectedEOF)))
+            }
+            return .needsInput
+        }
+        return fail(OpenSSLErrors.classify(ssl: ssl, handshakeComplete: false, renegotiationSeen: false))
+    }
+
+    private func completeHandshake() -> TLSProgress {
+        isHandshakeComplete = true
+        do throws(TLSError) {
+            peerIdentity = try readPeerIdentity()
+        } catch {
+            return fail(error)
+        }
+        negotiated = readNegotiatedParameters()
+        if !heldPlaintext.isEmpty {
+            var held: [UInt8] = []
+            heldPlaintext.move(into: &held)
+            do throws(TLSError) { try writePlaintext(held) } catch { return fail(error) }
+        }
+        if closeRequested { sendCloseNotify() }
+        return .handshakeComplete
+    }
+
+    private func decrypt() -> TLSProgress {
+        if peerClosed { return .peerClosed }
+        let chunk = 16_384
+        while plaintext.count < plaintextLimit {
+            ERR_clear_error()
+            let received = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: chunk) { buffer -> Int32 in
+                let n = SSL_read(ssl, buffer.baseAddress, Int32(chunk))
+                if n > 0 { plaintext.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<Int(n)])) }
+                return n
+            }
+            if received > 0 { continue }
+            if peerAttemptedRenegotiation {
+                return fail(TLSError(.renegotiationRefused, detail: "the peer sent a ClientHello after the handshake"))
+            }
+            let code = SSL_get_error(ssl, received)
+            switch code {
+            case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+                if !plaintext.isEmpty { return .plaintextReady }
+                if inputEnded { return fail(TLSError(.uncleanShutdown)) }
+                return .needsInput
+            case SSL_ERROR_ZERO_RETURN:
+                peerClosed = true
+                return plaintext.isEmpty ? .peerClosed : .plaintextReady
+            default:
+                let error = OpenSSLErrors.classify(ssl: ssl, handshakeComplete: true, renegotiationSeen: false)
+                // Deliver what was decrypted before the failure; the failure comes on the next call.
+                failure = error
+                return plaintext.isEmpty ? .failed(error) : .plaintextReady
+            }
+        }
+        return .plaintextReady
+    }
+
+    private func fail(_ error: TLSError) -> TLSProgress {
+        failure = error
+        return .failed(error)
+    }
+
+    // MARK: Plaintext
+
+    public var pendingPlaintextCount: Int { plaintext.count }
+
+    public func takePlaintext(into buffer: inout [UInt8], maxBytes: Int) {
+        plaintext.move(into: &buffer, maxBytes: maxBytes)
+    }
+
+    public func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
+        if let failure { throw failure }
+        if closeRequested { throw TLSError(.sessionClosed) }
+        guard isHandshakeComplete else {
+            heldPlaintext.append(bytes)
+            return
+        }
+        var offset = 0
+        while offset < bytes.count {
+            ERR_clear_error()
+            let written = SSL_write(ssl, bytes.baseAddress! + offset, Int32(clamping: bytes.count - offset))
+            guard written > 0 else {
+                let error = OpenSSLErrors.classify(ssl: ssl, handshakeComplete: true, renegotiationSeen: false)
+                failure = error
+                throw error
+            }
+            offset += Int(written)
+        }
+    }
+
+    public func close() {
+        guard !closeRequested else { return }
+        closeRequested = true
+        if isHandshakeComplete && failure == nil { sendCloseNotify() }
+    }
+
+    private func sendCloseNotify() {
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        ERR_clear_error()
+    }
+
+    // MARK: Handshake results
+
+    private func readPeerIdentity() throws(TLSError) -> PeerIdentity? {
+        guard let leaf = SSL_get0_peer_certificate(ssl), let leafDER = OpenSSLPEM.der(leaf) else { return nil }
+        var chain = [leafDER]
+        if let stack = SSL_get_peer_cert_chain(ssl) {
+            // A client's view of the chain starts with the leaf; a server's does not.
+            for index in 0..<mtls_sk_X509_num(stack) {
+                guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
+                      der != leafDER
+                else { continue }
+                chain.append(der)
+            }
+        }
+        return try PeerIdentity(certificateChainDER: chain)
+    }
+
+    private func readNegotiatedParameters() -> NegotiatedParameters {
+        let version: TLSVersion = SSL_version(ssl) == TLS1_3_VERSION ? .tls13 : .tls12
+        let cipher = SSL_get_current_cipher(ssl).map { CipherSuitePolicy.name(for: SSL_CIPHER_get_protocol_id($0)) } ?? "unknown"
+        let groupID = mtls_SSL_get_negotiated_group(ssl)
+        let group = groupID > 0 ? OBJ_nid2sn(groupID).map { NamedGroup.canonicalName(String(cString: $0)) } : nil
+        var alpnData: UnsafePointer<UInt8>?
+        var alpnLength: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &alpnData, &alpnLength)
+        let alpn = alpnData.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        return NegotiatedParameters(
+            version: version, cipherSuite: cipher, group: group,
+            applicationProtocol: alpnLength > 0 ? alpn : nil, resumed: SSL_session_reused(ssl) == 1)
+    }
+}
+
+@_spi(Testing)
+extension OpenSSLSession: TLSSessionTestHooks {
+    public func startRenegotiation() throws(TLSError) {
+        guard role == .client, isHandshakeComplete, SSL_version(ssl) == TLS1_2_VERSION else {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting("renegotiation needs an established TLS 1.2 client")))
+        }
+        SSL_clear_options(ssl, mtls_SSL_OP_NO_RENEGOTIATION())
+        ERR_clear_error()
+        guard SSL_renegotiate(ssl) == 1 else {
+            throw OpenSSLErrors.collect(.internalError)
+        }
+        // Writes the new ClientHello into the outbound BIO; the answer arrives through process().
+        _ = SSL_do_handshake(ssl)
+        ERR_clear_error()
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The `mtls` binary built next to this test bundle.
+func mtlsBinary() throws -> String {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<6 {
+        let candidate = directory.appendingPathComponent("mtls").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    for build in [".build/debug/mtls", ".build/release/mtls"] where FileManager.default.isExecutableFile(atPath: build) {
+        return FileManager.default.currentDirectoryPath + "/" + build
+    }
+    throw ToolError("the mtls executable was not found next to the tests; run `swift build` first")
+}
+
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A server started for one test and stopped (SIGTERM, then SIGKILL) by PID when the test ends.
+final class ServerProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    private let output = Pipe()
+    private let collected = Collected()
+
+    /// Starts `executable` and waits until it accepts connections on `port`, or, when `port` is nil,
+    /// until it prints "listening on HOST:PORT" (our own servers, started on port 0).
+    init(_ executable: String, _ arguments: [String], port fixedPort: Int? = nil, directory: String? = nil,
+         shell: Bool = false) throws {
+        if shell {
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", ([executable] + arguments).joined(separator: " ")]
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        let collected = self.collected
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { collected.append(data) }
+        }
+        try process.run()
+        if let fixedPort {
+            port = fixedPort
+            guard waitUntilAccepting(port: fixedPort) else {
+                stop()
+                throw ToolError("\(executable) did not start listening on \(fixedPort): \(collected.text)")
+            }
+        } else {
+            var found: Int?
+            for _ in 0..<600 {
+                if let range = collected.text.range(of: #"listening on [^ ]*:(\d+)"#, options: .regularExpression) {
+                    found = Int(collected.text[range].split(separator: ":").last ?? "")
+                    break
+                }
+                if !process.isRunning { break }
+                usleep(50_000)
+            }
+            port = found ?? 0
+            guard found != nil else {
+                stop()
+                throw ToolError("the server did not start: \(collected.text)")
+            }
+        }
+    }
+
+    var log: String { collected.text }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<100 where process.isRunning { usleep(50_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        output.fileHandleForReading.readabilityHandler = nil
+    }
+
+    deinit { stop() }
+
+    private final class Collected: @unchecked Sendable {
+        private let lock = NSLock()
+        private var data = Data()
+        func append(_ more: Data) { lock.lock(); data.append(more); lock.unlock() }
+        var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+    }
+}
+
+/// Polls until something accepts TCP connections on 127.0.0.1:`port` (a start-up guard, not a measurement).
+func waitUntilAccepting(port: Int, attempts: Int = 200) -> Bool {
+    for _ in 0..<attempts {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        close(fd)
+        if status == 0 { return true }
+        usleep(50_000)
+    }
+    return false
+}
+
+/// A port that was free a moment ago, for external servers that cannot pick their own.
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A `pki init` directory for one test, removed with it.
+final class PKIFixture: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    var path: String { directory.path }
+
+    init(keyType: String = "ecdsa-p256", intermediate: Bool = false) throws {
+        directory = try TemporaryDirectory(prefix: "mtls-interop")
+        var arguments = ["pki", "init", "--out", directory.path, "--key-type", keyType]
+        if intermediate { arguments.append("--intermediate") }
+        let result = try runTool(try mtlsBinary(), arguments)
+        guard result.status == 0 else { throw ToolError("pki init failed: \(result.output)") }
+    }
+
+    func file(_ name: String) -> String { directory.file(name) }
+}
+
+let helloRequest = "GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

@@ -1,0 +1,153 @@
+import TLSContract
+import Testing
+import TestSupport
+
+@Suite("Application data")
+struct DataTransferTests {
+    static let sizes = [0, 1, 16_383, 16_384, 16_385, 1 << 20]
+
+    private func establishedPair(_ pair: BackendPair, version: TLSVersion = .tls13) throws -> InMemoryPair {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let connection = try pair.connect(client: pki.clientConfiguration(versions: version ... version),
+                                          server: pki.serverConfiguration(versions: version ... version))
+        try #require(connection.handshake())
+        return connection
+    }
+
+    @Test("Data flows both ways byte-exact", arguments: BackendPair.all)
+    func bothWays(pair: BackendPair) throws {
+        for version in TLSVersion.allCases {
+            let connection = try establishedPair(pair, version: version)
+            var random = SeededRandom(seed: 42)
+            for size in Self.sizes {
+                let fromClient = random.bytes(size)
+                let fromServer = random.bytes(size)
+                let clientBefore = connection.clientEvents.plaintext.count
+                let serverBefore = connection.serverEvents.plaintext.count
+                try connection.client.writePlaintext(fromClient)
+                try connection.server.writePlaintext(fromServer)
+                #expect(connection.pump())
+                #expect(Array(connection.serverEvents.plaintext[serverBefore...]) == fromClient, "\(version) \(size) bytes")
+                #expect(Array(connection.clientEvents.plaintext[clientBefore...]) == fromServer, "\(version) \(size) bytes")
+            }
+        }
+    }
+
+    @Test("The handshake and data survive ciphertext fed one byte at a time", arguments: BackendPair.all)
+    func oneByteAtATime(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let connection = try pair.connect(client: pki.clientConfiguration(), server: pki.serverConfiguration())
+        connection.chunking = { count in Array(repeating: 1, count: count) }
+        try #require(connection.handshake())
+        var random = SeededRandom(seed: 7)
+        let payload = random.bytes(40_000)
+        try connection.client.writePlaintext(payload)
+        try connection.server.writePlaintext(payload)
+        #expect(connection.pump())
+        #expect(connection.serverEvents.plaintext == payload)
+        #expect(connection.clientEvents.plaintext == payload)
+    }
+
+    @Test("1 MiB survives ciphertext fed in random chunks", arguments: BackendPair.all)
+    func randomChunks(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let connection = try pair.connect(client: pki.clientConfiguration(), server: pki.serverConfiguration())
+        var chunkSizes = SeededRandom(seed: 1234)
+        connection.chunking = { count in
+            var sizes: [Int] = []
+            var total = 0
+            while total < count {
+                let size = Int.random(in: 1...3000, using: &chunkSizes)
+                sizes.append(size)
+                total += size
+            }
+            return sizes
+        }
+        try #require(connection.handshake())
+        var random = SeededRandom(seed: 99)
+        let payload = random.bytes(1 << 20)
+        try connection.client.writePlaintext(payload)
+        try connection.server.writePlaintext(payload)
+        #expect(connection.pump())
+        #expect(connection.serverEvents.plaintext == payload)
+        #expect(connection.clientEvents.plaintext == payload)
+    }
+
+    @Test("Data written before the handshake completes is sent right after it", arguments: BackendPair.all)
+    func earlyWrite(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let connection = try pair.connect(client: pki.clientConfiguration(), server: pki.serverConfiguration())
+        try connection.client.writePlaintext(Array("GET /hello".utf8))
+        try #require(connection.handshake())
+        #expect(connection.serverEvents.plaintext == Array("GET /hello".utf8))
+    }
+
+    @Test("Decrypted data beyond the plaintext limit waits until it is taken", arguments: BackendPair.all)
+    func plaintextLimit(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let server = try pair.server.makeContext(pki.serverConfiguration()).makeSession()
+        let client = try pair.client.makeContext(pki.clientConfiguration()).makeSession()
+        let connection = InMemoryPair(client: client, server: server)
+        try #require(connection.handshake())
+        let payload = SeededRandom(seed: 5).bytesOf(300_000)
+        try client.writePlaintext(payload)
+        server.receiveCiphertext(client.takeCiphertext())
+        var received: [UInt8] = []
+        var rounds = 0
+        loop: while rounds < 10_000 {
+            rounds += 1
+            switch server.process() {
+            case .plaintextReady:
+                // Ask for at most one record's worth beyond the limit at a time.
+                #expect(server.pendingPlaintextCount <= 64 * 1024 + 16_384)
+                server.takePlaintext(into: &received, maxBytes: 10_000)
+            case .needsInput:
+                if server.pendingPlaintextCount == 0 { break loop }
+                server.takePlaintext(into: &received, maxBytes: 10_000)
+            default:
+                Issue.record("unexpected progress")
+                break loop
+            }
+        }
+        #expect(received == payload)
+    }
+}
+
+extension SeededRandom {
+    func bytesOf(_ count: Int) -> [UInt8] {
+        var copy = self
+        return copy.bytes(count)
+    }
+}
+
+@Suite("Post-handshake messages")
+struct PostHandshakeTests {
+    @Test("Session tickets and application data arriving in one read are both processed", arguments: BackendPair.all)
+    func ticketsAndDataTogether(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let client = try pair.client.makeContext(pki.clientConfiguration()).makeSession()
+        let server = try pair.server.makeContext(pki.serverConfiguration()).makeSession()
+        var serverDone = false
+        var clientDone = false
+        // Step the handshake by hand, so that what the server sends after it (TLS 1.3 tickets) is
+        // held back and delivered together with the first application data, as one socket read would.
+        for _ in 0..<20 where !serverDone {
+            if case .handshakeComplete = client.process() { clientDone = true }
+            server.receiveCiphertext(client.takeCiphertext())
+            if case .handshakeComplete = server.process() { serverDone = true; break }
+            client.receiveCiphertext(server.takeCiphertext())
+        }
+        try #require(serverDone)
+        try server.writePlaintext(Array("right after the handshake".utf8))
+        client.receiveCiphertext(server.takeCiphertext())
+        var received: [UInt8] = []
+        for _ in 0..<20 {
+            let progress = client.process()
+            if case .handshakeComplete = progress { clientDone = true; continue }
+            if case .plaintextReady = progress { client.takePlaintext(into: &received, maxBytes: .max); continue }
+            break
+        }
+        #expect(clientDone)
+        #expect(received == Array("right after the handshake".utf8))
+    }
+}

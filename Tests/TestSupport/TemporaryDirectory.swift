@@ -1,0 +1,48 @@
+import Foundation
+
+/// A directory that exists for one test and is removed with it.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let path: String
+
+    public init(prefix: String = "swift-mtls-test") throws {
+        let base = FileManager.default.temporaryDirectory.path
+        path = base + "/\(prefix)-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// Writes `text` to `name` inside the directory and returns the full path.
+    @discardableResult
+    public func write(_ name: String, _ text: String) throws -> String {
+        let file = path + "/" + name
+        try text.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    public func file(_ name: String) -> String { path + "/" + name }
+}
+
+/// The result of running an external program to completion.
+public struct ToolResult: Sendable {
+    public let status: Int32
+    public let output: String
+}
+
+/// Runs an external tool (openssl, curl, ...) and collects its combined output.
+public func runTool(_ executable: String, _ arguments: [String], input: String? = nil) throws -> ToolResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    let stdin = Pipe()
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try stdin.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ToolResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+}
