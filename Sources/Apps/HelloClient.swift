@@ -136,19 +136,29 @@ enum HelloFetch {
 
         func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
             parser.append(bytes)
+            readResponses(connection)
+        }
+
+        private func readResponses(_ connection: Connection?) {
             do {
                 while let (head, body) = try parser.nextResponse() {
                     outcome.statuses.append(head.status)
                     outcome.bodies.append(body)
+                    guard let connection else { continue }
                     if outcome.statuses.count < count { sendNext(connection) } else { connection.close() }
                 }
             } catch {
                 finish(.refused("the server sent a malformed HTTP response: \(error)"))
-                connection.abort()
+                connection?.abort()
             }
         }
 
         func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+            if error == nil {
+                // A response without Content-Length ends where the server closes (HTTP/1.0 style).
+                parser.endOfInput()
+                readResponses(nil)
+            }
             if let error { finish(error) }
             else if outcome.statuses.count < count {
                 finish(.refused("the server closed the connection before answering"))
