@@ -8,7 +8,7 @@ struct InteropTests {
     static let backends = ["openssl", "gnutls"]
 
     private func helloServer(_ backend: String, _ pki: PKIFixture, extra: [String] = []) throws -> ServerProcess {
-        try ServerProcess(try mtlsBinary(), ["hello-server", "--backend", backend, "--pki", pki.path,
+        try ServerProcess(try mtlsExecutable(), ["hello-server", "--backend", backend, "--pki", pki.path,
                                              "--listen", "127.0.0.1:0", "--loops", "1"] + extra)
     }
 
@@ -87,7 +87,7 @@ struct InteropTests {
             "-CAfile", pki.file("ca.pem"), "-Verify", "1", "-verify_return_error", "-WWW"],
             port: sServerPort, directory: pki.path)
         defer { sServer.stop() }
-        let toSServer = try runTool(try mtlsBinary(), ["hello-client", "--backend", backend, "--pki", pki.path,
+        let toSServer = try runTool(try mtlsExecutable(), ["hello-client", "--backend", backend, "--pki", pki.path,
                                                        "--url", "https://localhost:\(sServerPort)/hello",
                                                        "--server-name", "localhost"])
         #expect(toSServer.status == 0 && toSServer.output.contains("hello from s_server"), "\(toSServer.output)")
@@ -97,7 +97,7 @@ struct InteropTests {
             "--http", "--require-client-cert", "--x509cafile", pki.file("ca.pem"), "--x509certfile", pki.file("server.pem"),
             "--x509keyfile", pki.file("server.key"), "-p", "\(gnutlsPort)"], port: gnutlsPort)
         defer { gnutlsServ.stop() }
-        let toGnuTLS = try runTool(try mtlsBinary(), ["hello-client", "--backend", backend, "--pki", pki.path,
+        let toGnuTLS = try runTool(try mtlsExecutable(), ["hello-client", "--backend", backend, "--pki", pki.path,
                                                       "--url", "https://127.0.0.1:\(gnutlsPort)/hello"])
         #expect(toGnuTLS.status == 0, "\(toGnuTLS.output)")
         #expect(toGnuTLS.output.contains("tls: TLS 1.3"), "\(toGnuTLS.output)")
@@ -107,11 +107,11 @@ struct InteropTests {
     func echo() throws {
         let pki = try PKIFixture()
         for serverBackend in Self.backends {
-            let server = try ServerProcess(try mtlsBinary(), ["echo-server", "--backend", serverBackend, "--pki", pki.path,
+            let server = try ServerProcess(try mtlsExecutable(), ["echo-server", "--backend", serverBackend, "--pki", pki.path,
                                                               "--listen", "127.0.0.1:0", "--loops", "1"])
             defer { server.stop() }
             for clientBackend in Self.backends {
-                let run = try runTool(try mtlsBinary(), ["echo-client", "--backend", clientBackend, "--pki", pki.path,
+                let run = try runTool(try mtlsExecutable(), ["echo-client", "--backend", clientBackend, "--pki", pki.path,
                                                          "--connect", "127.0.0.1:\(server.port)", "--server-name", "localhost",
                                                          "--bytes", "\(16 << 20)"])
                 #expect(run.status == 0 && run.output.contains("intact"), "\(clientBackend) → \(serverBackend): \(run.output)")
@@ -123,7 +123,7 @@ struct InteropTests {
             "EXEC:cat"], port: socatPort)
         defer { socat.stop() }
         for clientBackend in Self.backends {
-            let run = try runTool(try mtlsBinary(), ["echo-client", "--backend", clientBackend, "--pki", pki.path,
+            let run = try runTool(try mtlsExecutable(), ["echo-client", "--backend", clientBackend, "--pki", pki.path,
                                                      "--connect", "127.0.0.1:\(socatPort)", "--server-name", "localhost",
                                                      "--bytes", "\(1 << 20)"])
             #expect(run.status == 0 && run.output.contains("intact"), "\(clientBackend) → socat: \(run.output)")
@@ -144,7 +144,7 @@ struct InteropTests {
             let server = try helloServer(serverBackend, pki)
             defer { server.stop() }
             for clientBackend in Self.backends {
-                let run = try runTool(try mtlsBinary(), ["hello-client", "--backend", clientBackend, "--pki", pki.path,
+                let run = try runTool(try mtlsExecutable(), ["hello-client", "--backend", clientBackend, "--pki", pki.path,
                                                          "--url", "https://127.0.0.1:\(server.port)/hello"])
                 #expect(run.status == 0 && run.output.contains("hello, client"), "\(clientBackend) → \(serverBackend): \(run.output)")
             }
@@ -153,7 +153,7 @@ struct InteropTests {
 
     @Test("mtls demo exits 0 and names all four pairs")
     func demo() throws {
-        let run = try runTool(try mtlsBinary(), ["demo"])
+        let run = try runTool(try mtlsExecutable(), ["demo"])
         #expect(run.status == 0, "\(run.output)")
         for pair in ["openssl → openssl", "openssl → gnutls", "gnutls → openssl", "gnutls → gnutls"] {
             #expect(run.output.contains(pair), "\(pair) missing")
@@ -173,7 +173,7 @@ struct InteropTests {
 
     @Test("Out of descriptors, the server survives and serves again once they free up")
     func descriptorExhaustion() throws {
-        let server = try ServerProcess("ulimit -n 48; exec", [try mtlsBinary(), "echo-server", "--mode", "plain",
+        let server = try ServerProcess("ulimit -n 48; exec", [try mtlsExecutable(), "echo-server", "--mode", "plain",
                                                               "--listen", "127.0.0.1:0", "--loops", "1"], shell: true)
         defer { server.stop() }
         var hogs: [Int32] = []
@@ -193,7 +193,7 @@ struct InteropTests {
         hogs.forEach { close($0) }
         var served = false
         for _ in 0..<50 where !served {
-            let run = try runTool(try mtlsBinary(), ["echo-client", "--plain", "--connect", "127.0.0.1:\(server.port)",
+            let run = try runTool(try mtlsExecutable(), ["echo-client", "--plain", "--connect", "127.0.0.1:\(server.port)",
                                                      "--bytes", "1000"])
             served = run.status == 0
             if !served { usleep(100_000) }

@@ -2,41 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The `mtls` executable built alongside this test bundle: `MTLS_EXECUTABLE` if set, else an
-/// executable named `mtls` in the directory of the test bundle or one of its parents (on Linux the
-/// bundle is `<build>/debug/swift-mtlsPackageTests.xctest`; on macOS the binary sits deeper inside it).
-func mtlsExecutable() throws -> String {
-    if let override = ProcessInfo.processInfo.environment["MTLS_EXECUTABLE"] { return override }
-    var starts = [Bundle.main.bundleURL, Bundle.main.executableURL, URL(fileURLWithPath: CommandLine.arguments[0])]
-        .compactMap { $0?.resolvingSymlinksInPath() }
-    starts += Bundle.allBundles.map(\.bundleURL).filter { $0.pathExtension == "xctest" }
-    for start in starts {
-        var directory = start
-        for _ in 0..<5 {
-            let candidate = directory.appendingPathComponent("mtls").path
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
-               FileManager.default.isExecutableFile(atPath: candidate) {
-                return candidate
-            }
-            directory.deleteLastPathComponent()
-        }
-    }
-    struct NotFound: Error, CustomStringConvertible {
-        let searched: [URL]
-        var description: String {
-            "no `mtls` executable next to the test bundle (searched from \(searched.map(\.path))); build it or set MTLS_EXECUTABLE"
-        }
-    }
-    throw NotFound(searched: starts)
-}
-
 let openssl = "/usr/bin/openssl"
-
-/// Runs `mtls` with `arguments`.
-func mtls(_ arguments: String...) throws -> ToolResult {
-    try runTool(try mtlsExecutable(), arguments)
-}
 
 func fileMode(_ path: String) throws -> Int {
     let attributes = try FileManager.default.attributesOfItem(atPath: path)

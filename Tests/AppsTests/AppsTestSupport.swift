@@ -2,18 +2,36 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The `mtls` binary built next to this test bundle.
-func mtlsBinary() throws -> String {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<6 {
-        let candidate = directory.appendingPathComponent("mtls").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        directory = directory.deletingLastPathComponent()
+/// The `mtls` binary built next to this test bundle (or `MTLS_EXECUTABLE`).
+func mtlsExecutable() throws -> String {
+    if let override = ProcessInfo.processInfo.environment["MTLS_EXECUTABLE"] { return override }
+    var starts = [Bundle.main.bundleURL, Bundle.main.executableURL, URL(fileURLWithPath: CommandLine.arguments[0])]
+        .compactMap { $0?.resolvingSymlinksInPath() }
+    starts += Bundle.allBundles.map(\.bundleURL).filter { $0.pathExtension == "xctest" }
+    for start in starts {
+        var directory = start
+        for _ in 0..<5 {
+            let candidate = directory.appendingPathComponent("mtls").path
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
+               FileManager.default.isExecutableFile(atPath: candidate) {
+                return candidate
+            }
+            directory.deleteLastPathComponent()
+        }
     }
-    for build in [".build/debug/mtls", ".build/release/mtls"] where FileManager.default.isExecutableFile(atPath: build) {
-        return FileManager.default.currentDirectoryPath + "/" + build
+    struct NotFound: Error, CustomStringConvertible {
+        let searched: [URL]
+        var description: String {
+            "no `mtls` executable next to the test bundle (searched from \(searched.map(\.path))); build it or set MTLS_EXECUTABLE"
+        }
     }
-    throw ToolError("the mtls executable was not found next to the tests; run `swift build` first")
+    throw NotFound(searched: starts)
+}
+
+/// Runs `mtls` with `arguments`.
+func mtls(_ arguments: String...) throws -> ToolResult {
+    try runTool(try mtlsExecutable(), arguments)
 }
 
 struct ToolError: Error, CustomStringConvertible {
@@ -138,7 +156,7 @@ final class PKIFixture: @unchecked Sendable {
         directory = try TemporaryDirectory(prefix: "mtls-interop")
         var arguments = ["pki", "init", "--out", directory.path, "--key-type", keyType]
         if intermediate { arguments.append("--intermediate") }
-        let result = try runTool(try mtlsBinary(), arguments)
+        let result = try runTool(try mtlsExecutable(), arguments)
         guard result.status == 0 else { throw ToolError("pki init failed: \(result.output)") }
     }
 
