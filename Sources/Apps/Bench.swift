@@ -10,7 +10,7 @@ import TLSContract
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure handshakes per second and echo throughput.",
-        subcommands: [HandshakeBench.self, ThroughputBench.self])
+        subcommands: [HandshakeBench.self, ThroughputBench.self, IdleBench.self])
 }
 
 /// Full (or resumed) mTLS handshakes against a server, N in flight across the loops.
@@ -32,8 +32,11 @@ struct HandshakeBench: ParsableCommand {
     var resume = false
     @Option(help: "Event loops (threads).") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Also write the figures as JSON to this file.") var json: String?
-    @Option(name: .customLong("server-pid"), help: "A local server's PID: report its CPU time per handshake too.")
-    var serverPID: Int32?
+    @Option(name: .customLong("server-pid"),
+            help: "A local server's PID (repeat for a master and its workers): report its CPU time per handshake too.")
+    var serverPIDs: [Int32] = []
+    @Option(help: "With --request hello: the reply body must start with this (empty: any 200 reply).")
+    var expect: String = "hello"
 
     func validate() throws {
         guard ["1.2", "1.3"].contains(tls) else { throw ValidationError("--tls takes 1.2 or 1.3") }
@@ -54,13 +57,13 @@ struct HandshakeBench: ParsableCommand {
         }
         let group = LoopGroup(count: loops)
         defer { group.shutdown() }
-        let run = HandshakeLoad(group: group, target: endpoint, tls: context, request: request, concurrency: concurrency,
-                                deadline: count == nil ? .now() + duration : nil, limit: count)
-        let serverBefore = serverPID.flatMap(ProcessCPU.seconds(pid:))
+        let run = HandshakeLoad(group: group, target: endpoint, tls: context, request: request, expectedBody: expect,
+                                concurrency: concurrency, deadline: count == nil ? .now() + duration : nil, limit: count)
+        let serverBefore = ProcessCPU.seconds(pids: serverPIDs)
         let clientBefore = ProcessCPU.selfSeconds()
         let report = run.execute(progress: isatty(1) == 1)
         let clientCPU = ProcessCPU.selfSeconds() - clientBefore
-        let serverCPU = serverPID.flatMap(ProcessCPU.seconds(pid:)).flatMap { after in serverBefore.map { after - $0 } }
+        let serverCPU = ProcessCPU.seconds(pids: serverPIDs).flatMap { after in serverBefore.map { after - $0 } }
         var figures = BenchFigures(report: report, backend: credentials.backend, target: target, concurrency: concurrency,
                                    loops: loops, request: request.rawValue, resume: resume,
                                    clientCPUSeconds: clientCPU, serverCPUSeconds: serverCPU)
@@ -94,6 +97,7 @@ final class HandshakeLoad: @unchecked Sendable {
     let target: HostAndPort
     let tls: any TLSContext
     let request: BenchRequest
+    let expectedBody: String
     let concurrency: Int
     let deadline: DispatchTime?
     let limit: Int?
@@ -104,12 +108,13 @@ final class HandshakeLoad: @unchecked Sendable {
     private var active = 0
     private let finished = DispatchSemaphore(value: 0)
 
-    init(group: LoopGroup, target: HostAndPort, tls: any TLSContext, request: BenchRequest, concurrency: Int,
-         deadline: DispatchTime?, limit: Int?) {
+    init(group: LoopGroup, target: HostAndPort, tls: any TLSContext, request: BenchRequest, expectedBody: String,
+         concurrency: Int, deadline: DispatchTime?, limit: Int?) {
         self.group = group
         self.target = target
         self.tls = tls
         self.request = request
+        self.expectedBody = expectedBody
         self.concurrency = concurrency
         self.deadline = deadline
         self.limit = limit
@@ -155,8 +160,9 @@ final class HandshakeLoad: @unchecked Sendable {
             return
         }
         let request = self.request
+        let expectedBody = self.expectedBody
         TCPClient.connect(on: loop, to: target, tls: tls) { [self] in
-            HandshakeAttempt(request: request) { outcome in
+            HandshakeAttempt(request: request, expectedBody: expectedBody) { outcome in
                 self.record(outcome)
                 self.startNext(on: loop)
             }
@@ -185,14 +191,16 @@ final class HandshakeAttempt: ConnectionHandler {
         var error: String?
     }
     private let request: BenchRequest
+    private let expectedBody: String
     private let completion: (Outcome) -> Void
     private let started = DispatchTime.now()
     private var outcome = Outcome()
     private var parser = HTTPResponseParser()
     private var done = false
 
-    init(request: BenchRequest, completion: @escaping (Outcome) -> Void) {
+    init(request: BenchRequest, expectedBody: String, completion: @escaping (Outcome) -> Void) {
         self.request = request
+        self.expectedBody = expectedBody
         self.completion = completion
     }
 
@@ -211,16 +219,23 @@ final class HandshakeAttempt: ConnectionHandler {
 
     func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
         parser.append(bytes)
-        if let response = try? parser.nextResponse() {
-            let ok = response.head.status == 200 && String(decoding: response.body, as: UTF8.self).hasPrefix("hello")
-            finish(error: ok ? nil : "bad reply (\(response.head.status))")
-            connection.close()
-        }
+        checkReply(connection)
+    }
+
+    private func checkReply(_ connection: Connection?) {
+        guard let response = try? parser.nextResponse() else { return }
+        let ok = response.head.status == 200 && String(decoding: response.body, as: UTF8.self).hasPrefix(expectedBody)
+        finish(error: ok ? nil : "bad reply (\(response.head.status))")
+        connection?.close()
     }
 
     func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
-        if let error { finish(error: BenchErrorName.of(error)) }
-        else if !done { parser.endOfInput(); finish(error: "closed before the reply") }
+        if let error, !done { finish(error: BenchErrorName.of(error)); return }
+        guard !done else { return }
+        // Servers that frame the reply by closing (HTTP/1.0 style, e.g. s_server -WWW).
+        parser.endOfInput()
+        checkReply(nil)
+        if !done { finish(error: "closed before the reply") }
     }
 
     private func finish(error: String?) {
@@ -247,6 +262,17 @@ enum BenchErrorName {
 
 /// CPU time (user + system) of a process, from /proc, in seconds.
 enum ProcessCPU {
+    /// The sum over `pids`, or nil if none is given or one cannot be read.
+    static func seconds(pids: [Int32]) -> Double? {
+        guard !pids.isEmpty else { return nil }
+        var total = 0.0
+        for pid in pids {
+            guard let seconds = seconds(pid: pid) else { return nil }
+            total += seconds
+        }
+        return total
+    }
+
     static func seconds(pid: Int32) -> Double? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }

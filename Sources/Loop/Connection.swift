@@ -84,9 +84,6 @@ public final class Connection {
     private var closeError: ConnectionError?
     private var closeReported = false
     private var shutdownStarted = false
-    /// Reused for every flush, so the steady state allocates no ciphertext buffer.
-    private var ciphertextScratch: [UInt8] = []
-    private var plaintextScratch: [UInt8] = []
     private var handlingData = false
     let onClose: ((Connection) -> Void)?
 
@@ -102,7 +99,6 @@ public final class Connection {
         uv_tcp_init(loop.loop, tcp)
         tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
         startedAt = loop.now
-        ciphertextScratch.reserveCapacity(16 * 1024)
     }
 
     // MARK: Life cycle
@@ -319,10 +315,13 @@ public final class Connection {
                     handler?.connectionDidEstablish(self)
                 }
             case .plaintextReady:
-                plaintextScratch.removeAll(keepingCapacity: true)
-                session.takePlaintext(into: &plaintextScratch, maxBytes: 64 * 1024)
+                // The loop's scratch buffer: a handler that writes back re-enters only flushCiphertext,
+                // which uses the other one.
+                loop.plaintextScratch.removeAll(keepingCapacity: true)
+                session.takePlaintext(into: &loop.plaintextScratch, maxBytes: 64 * 1024)
                 if state == .established || state == .closing {
-                    plaintextScratch.withUnsafeBytes { deliverToHandler($0) }
+                    let bytes = loop.plaintextScratch
+                    bytes.withUnsafeBytes { deliverToHandler($0) }
                 }
             case .peerClosed:
                 flushCiphertext()
@@ -387,9 +386,11 @@ public final class Connection {
 
     private func flushCiphertext() {
         guard let session, session.pendingCiphertextCount > 0, uv_is_closing(mtls_tcp_handle(tcp)) == 0 else { return }
-        ciphertextScratch.removeAll(keepingCapacity: true)
-        session.takeCiphertext(into: &ciphertextScratch)
-        ciphertextScratch.withUnsafeBytes { send($0) }
+        loop.ciphertextScratch.removeAll(keepingCapacity: true)
+        session.takeCiphertext(into: &loop.ciphertextScratch)
+        // A local reference: `send` may fail and re-enter this path, which then sees a fresh buffer.
+        let bytes = loop.ciphertextScratch
+        bytes.withUnsafeBytes { send($0) }
     }
 
     /// `uv_try_write` first; the remainder goes to `uv_write` with its own copy, freed in the callback.

@@ -21,6 +21,10 @@ public final class EventLoop: @unchecked Sendable {
     /// state reads allocate nothing. Owned by the loop, freed in deinit.
     let readBuffer: UnsafeMutableRawBufferPointer
     static let readBufferSize = 64 * 1024
+    /// Per-loop scratch for ciphertext on its way to the socket and plaintext on its way to the app:
+    /// one loop runs one connection at a time, so thousands of idle connections hold none.
+    var ciphertextScratch: [UInt8] = []
+    var plaintextScratch: [UInt8] = []
 
     let logger: Logger
 

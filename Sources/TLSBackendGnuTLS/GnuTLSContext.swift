@@ -17,6 +17,18 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     let priorityString: String
     /// A client's certificate and key, handed out by `clientCertificateCallback`; owned by this context.
     let clientIdentity: ClientIdentity?
+    /// Servers with `sessionTicketsEnabled` only: the master key every session's tickets derive
+    /// from, generated here (so only this context accepts its tickets), wiped and freed in deinit.
+    /// Each session copies it (gnutls_session_ticket_enable_server), so sessions never point into it.
+    ///
+    /// Rotation: GnuTLS 3.7 treats it as a master key and derives the key that actually encrypts
+    /// tickets from it and the clock (TOTP over SHA3-512), changing every 3 × the ticket lifetime
+    /// (6 h by default, so every 18 h) and still accepting the previous period's key. Building a new
+    /// context (as a certificate rotation does) replaces the master key itself.
+    private let ticketKey: UnsafeMutablePointer<gnutls_datum_t>?
+    /// Clients with `sessionTicketsEnabled` only: the newest resumption data (gnutls_session_get_data2
+    /// bytes) per server name, filled and offered by `GnuTLSSession`.
+    let resumption: ResumptionCache<[UInt8]>?
 
     public convenience init(configuration: TLSConfiguration) throws(TLSError) {
         try self.init(configuration: configuration, priorityOverride: nil)
@@ -64,17 +76,45 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
             throw TLSError(.internalError, detail: GnuTLSLibrary.describe(prc) + " in priority string at '\(at)'")
         }
 
+        var ticketKey: UnsafeMutablePointer<gnutls_datum_t>?
+        if configuration.role == .server && configuration.sessionTicketsEnabled {
+            let key = UnsafeMutablePointer<gnutls_datum_t>.allocate(capacity: 1)
+            key.initialize(to: gnutls_datum_t())
+            let krc = gnutls_session_ticket_key_generate(key)
+            guard krc == GNUTLS_E_SUCCESS else {
+                key.deallocate()
+                gnutls_priority_deinit(priority)
+                throw TLSError(.internalError, detail: GnuTLSLibrary.describe(krc))
+            }
+            ticketKey = key
+        }
+
         keepCredentials = true
         self.configuration = configuration
         self.credentials = credentials
         self.priority = priority
         self.priorityString = text
         self.clientIdentity = clientIdentity
+        self.ticketKey = ticketKey
+        self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
     }
 
     deinit {
         gnutls_priority_deinit(priority)
         gnutls_certificate_free_credentials(credentials)
+        if let ticketKey {
+            if let data = ticketKey.pointee.data {
+                gnutls_memset(data, 0, Int(ticketKey.pointee.size))
+                mtls_gnutls_free(data)
+            }
+            ticketKey.deallocate()
+        }
+    }
+
+    /// Turns on ticket issuing for one server session (GnuTLS copies the key).
+    func enableTickets(on session: gnutls_session_t) -> Int32 {
+        guard let ticketKey else { return GNUTLS_E_SUCCESS }
+        return gnutls_session_ticket_enable_server(session, ticketKey)
     }
 
     public func makeSession(serverName: String?) throws(TLSError) -> any TLSSession {

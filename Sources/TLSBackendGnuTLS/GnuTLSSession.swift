@@ -47,6 +47,14 @@ public final class GnuTLSSession: TLSSession {
     private var closeRequested = false
     private var closeNotifySent = false
     private var peerSentCloseNotify = false
+    /// Clients that resume: the server name this connection's resumption data is saved under (the
+    /// name verified in the full handshake).
+    private let resumptionName: String?
+    /// Whether saved resumption data was offered, so that a failed handshake drops it.
+    private var offeredSavedSession = false
+    /// Set by `ticketArrived` (inside gnutls_record_recv) when a TLS 1.3 NewSessionTicket has been
+    /// stored in the session; the data is fetched once GnuTLS has returned.
+    fileprivate var ticketPending = false
 
     private static let maxRecordPlaintext = 16 * 1024
 
@@ -57,8 +65,9 @@ public final class GnuTLSSession: TLSSession {
 
         let roleFlag: gnutls_init_flags_t = configuration.role == .server ? GNUTLS_SERVER : GNUTLS_CLIENT
         let nonBlocking: gnutls_init_flags_t = GNUTLS_NONBLOCK
-        // Resumption is not implemented (see capabilities), so no tickets are issued or requested.
-        let noTickets: gnutls_init_flags_t = GNUTLS_NO_TICKETS
+        // With tickets on, a client asks for them (both versions) and a server issues them once its
+        // context's key is set below; off, neither happens.
+        let noTickets: gnutls_init_flags_t = configuration.sessionTicketsEnabled ? gnutls_init_flags_t(0) : GNUTLS_NO_TICKETS
         var created: gnutls_session_t?
         var rc = gnutls_init(&created, roleFlag.rawValue | nonBlocking.rawValue | noTickets.rawValue)
         guard rc == GNUTLS_E_SUCCESS, let session = created else {
@@ -93,6 +102,9 @@ public final class GnuTLSSession: TLSSession {
             // certificate from another CA, and the refusal would read "missing" instead of "untrusted
             // issuer". OpenSSL servers send no names unless told to, so both backends behave the same.
             gnutls_certificate_send_x509_rdn_sequence(session, 1)
+            // Tickets only: no gnutls_db_* functions are set, so there is no session-ID cache.
+            rc = context.enableTickets(on: session)
+            if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
             if configuration.clientAuthentication != .none {
                 let purpose = Self.ownedBytes(Array("1.3.6.1.5.5.7.3.2".utf8) + [0])  // id-kp-clientAuth
                 storage.append(purpose)
@@ -134,6 +146,19 @@ public final class GnuTLSSession: TLSSession {
             if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
         }
 
+        // Only data saved under this very name: a resumed handshake skips certificate verification,
+        // so the name check of the original handshake is what vouches for it. GnuTLS copies it.
+        var offered = false
+        let resumptionName = configuration.role == .client && context.resumption != nil ? serverName : nil
+        if let name = resumptionName, let saved = context.resumption?.entry(for: name) {
+            offered = saved.withUnsafeBytes { gnutls_session_set_data(session, $0.baseAddress, $0.count) } == GNUTLS_E_SUCCESS
+        }
+        if resumptionName != nil {
+            // TLS 1.3 tickets arrive after the handshake, inside gnutls_record_recv.
+            gnutls_handshake_set_hook_function(
+                session, UInt32(GNUTLS_HANDSHAKE_NEW_SESSION_TICKET.rawValue), GNUTLS_HOOK_POST, ticketArrived)
+        }
+
         let verifyData = UnsafeMutableBufferPointer<gnutls_typed_vdata_st>.allocate(capacity: max(1, entries.count))
         _ = verifyData.initialize(from: entries)
         self.verifyData = verifyData
@@ -141,6 +166,8 @@ public final class GnuTLSSession: TLSSession {
         self.verifyStorage = storage
         self.session = session
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.maxRecordPlaintext, alignment: 16)
+        self.resumptionName = resumptionName
+        self.offeredSavedSession = offered
 
         let verifies = configuration.role == .client || configuration.clientAuthentication != .none
         if verifies {
@@ -224,6 +251,7 @@ public final class GnuTLSSession: TLSSession {
         if !isHandshakeComplete { return advanceHandshake() }
         if renegotiating, let progress = advanceRenegotiation() { return progress }
         decryptAvailable()
+        saveTicketIfPending()
         if !plaintext.isEmpty { return .plaintextReady }
         if let failure { return .failed(failure) }
         if peerSentCloseNotify { return .peerClosed }
@@ -241,6 +269,9 @@ public final class GnuTLSSession: TLSSession {
                     return fail(error, sending: .badCertificate)
                 }
                 isHandshakeComplete = true
+                offeredSavedSession = false
+                if negotiatedVersion == .tls12 { ticketPending = ticketReceived }
+                saveTicketIfPending()
                 if let error = flushUnsent() { return fail(error, code: nil) }
                 if closeRequested { sendCloseNotify() }
                 return .handshakeComplete
@@ -367,6 +398,27 @@ public final class GnuTLSSession: TLSSession {
         _ = gnutls_bye(session, GNUTLS_SHUT_WR)
     }
 
+    // MARK: - Resumption
+
+    /// Whether the server sent a ticket in this connection (TLS 1.2: during the handshake).
+    private var ticketReceived: Bool {
+        gnutls_session_get_flags(session) & GNUTLS_SFLAGS_SESSION_TICKET.rawValue != 0
+    }
+
+    /// Saves the resumption data once a ticket is in: in TLS 1.3, gnutls_session_get_data2 gives
+    /// resumable data only after a NewSessionTicket was received, so it is read then, not earlier.
+    private func saveTicketIfPending() {
+        guard ticketPending, isHandshakeComplete, failure == nil else { return }
+        ticketPending = false
+        guard let name = resumptionName, let cache = context.resumption else { return }
+        var datum = gnutls_datum_t()
+        guard gnutls_session_get_data2(session, &datum) == GNUTLS_E_SUCCESS, let data = datum.data else { return }
+        // Allocated by GnuTLS for us; copied and freed at once.
+        let bytes = Array(UnsafeBufferPointer(start: data, count: Int(datum.size)))
+        mtls_gnutls_free(data)
+        cache.store(bytes, for: name)
+    }
+
     // MARK: - Failure
 
     private func fail(code: Int32, duringHandshake: Bool) -> TLSProgress {
@@ -376,6 +428,7 @@ public final class GnuTLSSession: TLSSession {
     /// Records the failure and queues the alert the peer should see. `code` picks GnuTLS's own alert
     /// when no better one is known; nil sends nothing (EOF, or the peer already aborted).
     private func fail(_ error: TLSError, code: Int32?) -> TLSProgress {
+        forgetOfferedSession()
         if failure == nil {
             failure = error
             unsent.removeAll()
@@ -389,12 +442,21 @@ public final class GnuTLSSession: TLSSession {
     }
 
     private func fail(_ error: TLSError, sending alert: TLSAlert) -> TLSProgress {
+        forgetOfferedSession()
         if failure == nil {
             failure = error
             unsent.removeAll()
             _ = gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(UInt32(alert.code)))
         }
         return plaintext.isEmpty ? .failed(failure!) : .plaintextReady
+    }
+
+    /// A handshake that offered saved data and failed forgets it, so that a server which cannot cope
+    /// with it costs one failure, not every later connection.
+    private func forgetOfferedSession() {
+        guard offeredSavedSession, let name = resumptionName else { return }
+        offeredSavedSession = false
+        context.resumption?.removeEntry(for: name)
     }
 
     private func sendsAlert(_ reason: TLSError.Reason) -> Bool {
@@ -601,6 +663,16 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
     }
     owner.verifyStatus = status
     return status == 0 ? GNUTLS_E_SUCCESS : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR
+}
+
+/// Client: a TLS 1.3 NewSessionTicket has been processed and stored in the session. Only marks the
+/// owner; the data is read after GnuTLS returns (see `saveTicketIfPending`).
+private func ticketArrived(
+    _ session: gnutls_session_t?, _ type: UInt32, _ when: UInt32, _ incoming: UInt32, _ message: UnsafePointer<gnutls_datum_t>?
+) -> Int32 {
+    guard let session, incoming != 0, let pointer = gnutls_session_get_ptr(session) else { return 0 }
+    Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue().ticketPending = true
+    return 0
 }
 
 private func gnutlsPullTimeout(_ pointer: gnutls_transport_ptr_t?, _ milliseconds: UInt32) -> Int32 {

@@ -32,6 +32,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// ALPN protocols in wire format (length-prefixed). Owned by this context and freed in deinit:
     /// the server's selection callback hands OpenSSL a pointer into it, valid as long as `ctx`.
     let alpnWire: UnsafeMutableBufferPointer<UInt8>
+    /// Clients with `sessionTicketsEnabled` only: the newest resumable session per server name,
+    /// filled by `newSessionCallback` and offered by `OpenSSLSession.init`.
+    let resumption: ResumptionCache<OpenSSLSavedSession>?
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -45,6 +48,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     init(configuration: TLSConfiguration) throws(TLSError) {
         try configuration.validate()
         self.configuration = configuration
+        self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -61,6 +65,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         }
         try loadTrustRoots()
         configureVerification()
+        try configureResumption()
         if configuration.role == .server {
             SSL_CTX_set_msg_callback(ctx, renegotiationWatch)
             if alpnWire.count > 0 {
@@ -96,6 +101,44 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
               mtls_SSL_CTX_set1_groups_list(ctx, Self.groups) == 1
         else {
             throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("TLS policy")))
+        }
+    }
+
+    /// Tickets only, never a stateful session cache.
+    ///
+    /// Server: OpenSSL encrypts tickets with keys SSL_CTX_new drew at random for this context (an
+    /// AES-256 key and an HMAC key), so only this context accepts them. OpenSSL 3.0 never rotates
+    /// them by itself: they live as long as the context. Building a new context (which is how
+    /// certificates are rotated) rotates them, and tickets from the old context then fall back to a
+    /// full handshake. The session-ID cache is off, so nothing grows per connection.
+    /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
+    /// internal client store is off (it never reuses client sessions by itself anyway).
+    private func configureResumption() throws(TLSError) {
+        switch configuration.role {
+        case .server:
+            _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            // Required before OpenSSL resumes anything on a server that verifies clients; it must
+            // match between the ticket's session and the resuming connection, and it always does,
+            // since tickets never leave the context that issued them.
+            let sessionContext = Array("swift-mtls".utf8)
+            guard SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count)) == 1 else {
+                throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
+            }
+            if configuration.sessionTicketsEnabled && configuration.clientAuthentication != .none {
+                // A ticket holds the client's leaf but not its intermediates (the serialized
+                // SSL_SESSION has no peer chain); they travel in the ticket's app data instead, so a
+                // resumed session reports the same chain as the full handshake.
+                guard SSL_CTX_set_session_ticket_cb(ctx, ticketAppDataCallback, nil, nil) == 1 else {
+                    throw OpenSSLErrors.collect(.internalError)
+                }
+            }
+        case .client:
+            if resumption != nil {
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_CLIENT_ONLY_EXTERNAL())
+                SSL_CTX_sess_set_new_cb(ctx, newSessionCallback)
+            } else {
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            }
         }
     }
 
@@ -203,4 +246,77 @@ private let renegotiationWatch: @convention(c) (
           let session = mtls_SSL_get_app_data(ssl)
     else { return }
     Unmanaged<OpenSSLSession>.fromOpaque(session).takeUnretainedValue().peerAttemptedRenegotiation = true
+}
+
+
+/// One client session that can be resumed, as cached by a client context. Owns one reference to
+/// the `SSL_SESSION` (handed over by the new-session callback) and drops it in deinit. OpenSSL
+/// reference-counts sessions atomically, and `SSL_set_session` takes its own reference, so
+/// connections on several threads may offer the same saved session at once.
+final class OpenSSLSavedSession: @unchecked Sendable {
+    let session: OpaquePointer
+
+    init(taking session: OpaquePointer) {
+        self.session = session
+    }
+
+    deinit {
+        SSL_SESSION_free(session)
+    }
+}
+
+/// Client: a session the server can resume has arrived (TLS 1.2: at the end of the handshake;
+/// TLS 1.3: with each NewSessionTicket, inside SSL_read). Returning 1 keeps OpenSSL's reference,
+/// which the saved session then owns; returning 0 lets OpenSSL drop it.
+private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
+    guard let ssl, let session, let pointer = mtls_SSL_get_app_data(ssl) else { return 0 }
+    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    // Tickets only: a bare session ID is useless against our servers, which keep no session cache.
+    guard let name = owner.resumptionName, let cache = owner.contextResumption,
+          SSL_SESSION_is_resumable(session) == 1, SSL_SESSION_has_ticket(session) == 1
+    else { return 0 }
+    cache.store(OpenSSLSavedSession(taking: session), for: name)
+    return 1
+}
+
+/// Server: runs as each ticket is made. After a full handshake it puts the client's intermediates
+/// (DER, each with a 4-byte big-endian length) into the ticket's app data, which OpenSSL encrypts
+/// with the rest of the session. Tickets issued on a resumed connection come from a copy of the
+/// resumed session, which already carries that app data (ssl_session_dup copies it): left as is.
+private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
+    guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl),
+          let stack = SSL_get_peer_cert_chain(ssl)
+    else { return 1 }
+    let leaf = SSL_get0_peer_certificate(ssl).flatMap { OpenSSLPEM.der($0) }
+    var data: [UInt8] = []
+    for index in 0..<mtls_sk_X509_num(stack) {
+        // The server's view of the chain leaves the leaf out; skip it anyway if a build includes it.
+        guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
+              der != leaf
+        else { continue }
+        let count = UInt32(der.count)
+        data += [UInt8(count >> 24), UInt8(truncatingIfNeeded: count >> 16), UInt8(truncatingIfNeeded: count >> 8),
+                 UInt8(truncatingIfNeeded: count)]
+        data += der
+    }
+    guard !data.isEmpty else { return 1 }
+    return SSL_SESSION_set1_ticket_appdata(session, data, data.count) == 1 ? 1 : 0
+}
+
+/// Reads back what `ticketAppDataCallback` stored: the client's intermediates, in order.
+func ticketIntermediates(_ session: OpaquePointer) -> [[UInt8]] {
+    var data: UnsafeMutableRawPointer?
+    var length = 0
+    guard SSL_SESSION_get0_ticket_appdata(session, &data, &length) == 1, let data, length > 0 else { return [] }
+    let bytes = UnsafeRawBufferPointer(start: data, count: length)
+    var chain: [[UInt8]] = []
+    var offset = 0
+    while offset + 4 <= bytes.count {
+        let count = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+        offset += 4
+        guard count > 0, offset + count <= bytes.count else { return [] }
+        chain.append(Array(bytes[offset..<offset + count]))
+        offset += count
+    }
+    return chain
 }

@@ -29,10 +29,16 @@ public final class OpenSSLSession: TLSSession {
     private var failure: TLSError?
     /// Set by the context's message callback, synchronously inside SSL_read.
     var peerAttemptedRenegotiation = false
+    /// Clients that resume: the server name the sessions this connection receives are saved under
+    /// (the name verified in the full handshake), read by the context's new-session callback.
+    let resumptionName: String?
+    /// Whether a saved session was offered, so that a failed handshake drops it.
+    private var offeredSavedSession = false
 
     init(context: OpenSSLContext, serverName: String?) throws(TLSError) {
         self.context = context
         self.role = context.configuration.role
+        self.resumptionName = context.resumption != nil ? serverName : nil
         ERR_clear_error()
         guard let ssl = SSL_new(context.ctx), let inbound = BIO_new(BIO_s_mem()), let outbound = BIO_new(BIO_s_mem()) else {
             throw OpenSSLErrors.collect(.internalError)
@@ -57,8 +63,19 @@ public final class OpenSSLSession: TLSSession {
             if context.alpnWire.count > 0 {
                 _ = SSL_set_alpn_protos(ssl, context.alpnWire.baseAddress, UInt32(context.alpnWire.count))
             }
+            // Only a session saved under this very name: the resumed handshake skips certificate
+            // verification, so the name check of the original handshake is what vouches for it.
+            // SSL_set_session takes its own reference; the cache keeps its own.
+            if let name = resumptionName, let saved = context.resumption?.entry(for: name),
+               SSL_SESSION_is_resumable(saved.session) == 1, SSL_set_session(ssl, saved.session) == 1 {
+                offeredSavedSession = true
+            }
+            ERR_clear_error()
         }
     }
+
+    /// The client context's session cache, for the new-session callback.
+    var contextResumption: ResumptionCache<OpenSSLSavedSession>? { context.resumption }
 
     deinit {
         SSL_free(ssl)
@@ -124,11 +141,21 @@ public final class OpenSSLSession: TLSSession {
         let code = SSL_get_error(ssl, result)
         if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
             if inputEnded {
-                return fail(TLSError(.handshakeFailed(.unexpectedEOF)))
+                return failHandshake(TLSError(.handshakeFailed(.unexpectedEOF)))
             }
             return .needsInput
         }
-        return fail(OpenSSLErrors.classify(ssl: ssl, handshakeComplete: false, renegotiationSeen: false))
+        return failHandshake(OpenSSLErrors.classify(ssl: ssl, handshakeComplete: false, renegotiationSeen: false))
+    }
+
+    /// A handshake that offered a saved session and failed forgets that session, so that a server
+    /// which cannot cope with it costs one failure, not every later connection.
+    private func failHandshake(_ error: TLSError) -> TLSProgress {
+        if offeredSavedSession, let name = resumptionName {
+            context.resumption?.removeEntry(for: name)
+            offeredSavedSession = false
+        }
+        return fail(error)
     }
 
     private func completeHandshake() -> TLSProgress {
@@ -231,7 +258,13 @@ public final class OpenSSLSession: TLSSession {
     private func readPeerIdentity() throws(TLSError) -> PeerIdentity? {
         guard let leaf = SSL_get0_peer_certificate(ssl), let leafDER = OpenSSLPEM.der(leaf) else { return nil }
         var chain = [leafDER]
-        if let stack = SSL_get_peer_cert_chain(ssl) {
+        if role == .server && SSL_session_reused(ssl) == 1 {
+            // A resumed server session has the client's leaf from the ticket, and its
+            // intermediates from the ticket's app data (see ticketAppDataCallback).
+            if let session = SSL_get_session(ssl) {
+                chain += ticketIntermediates(session).filter { $0 != leafDER }
+            }
+        } else if let stack = SSL_get_peer_cert_chain(ssl) {
             // A client's view of the chain starts with the leaf; a server's does not.
             for index in 0..<mtls_sk_X509_num(stack) {
                 guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),

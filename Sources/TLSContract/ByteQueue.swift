@@ -54,10 +54,14 @@ public struct ByteQueue: Sendable {
     public mutating func consume(_ n: Int) {
         start += n
         if start == storage.count {
-            storage.removeAll(keepingCapacity: true)
+            // Small buffers are kept for the next record; a large one is given back, so that an idle
+            // connection does not hold the peak of its traffic.
+            storage.removeAll(keepingCapacity: storage.capacity <= Self.retainedCapacity)
             start = 0
         }
     }
+
+    static let retainedCapacity = 4096
 
     public mutating func removeAll() {
         storage.removeAll()

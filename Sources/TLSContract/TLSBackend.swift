@@ -181,3 +181,50 @@ public enum NamedGroup {
         }
     }
 }
+
+/// The client half of resumption, shared by both backends: the newest resumable session per server
+/// name, for one client context. Contexts are shared across loops, so every access takes the lock;
+/// it is held only to look up, store or drop one entry, never across a TLS library call.
+///
+/// One entry per name (a newer ticket replaces the older), at most `capacity` names (the oldest
+/// name stored is dropped first). A session is keyed by the name it verified the server against,
+/// so a ticket obtained for one name is never offered to another. Entries are not removed when
+/// offered: several connections to one server may resume from the same ticket (RFC 8446 C.4 lets a
+/// client reuse tickets; we accept the linkability, since an mTLS client names itself anyway).
+package final class ResumptionCache<Entry: Sendable>: @unchecked Sendable {
+    package let capacity: Int
+    private let lock = NSLock()
+    /// Guarded by `lock`. `stamp` orders insertions for eviction.
+    private var entries: [String: (entry: Entry, stamp: UInt64)] = [:]
+    private var nextStamp: UInt64 = 0
+
+    package init(capacity: Int = 1000) {
+        self.capacity = max(1, capacity)
+    }
+
+    package func entry(for name: String) -> Entry? {
+        lock.withLock { entries[name]?.entry }
+    }
+
+    package func store(_ entry: Entry, for name: String) {
+        // Whatever this replaces or evicts is released after the lock is dropped.
+        var released: [Entry] = []
+        lock.withLock {
+            nextStamp += 1
+            if let old = entries.updateValue((entry, nextStamp), forKey: name) {
+                released.append(old.entry)
+            } else if entries.count > capacity, let oldest = entries.min(by: { $0.value.stamp < $1.value.stamp }) {
+                released.append(oldest.value.entry)
+                entries.removeValue(forKey: oldest.key)
+            }
+        }
+        _ = released
+    }
+
+    package func removeEntry(for name: String) {
+        let removed = lock.withLock { entries.removeValue(forKey: name) }
+        _ = removed
+    }
+
+    package var count: Int { lock.withLock { entries.count } }
+}

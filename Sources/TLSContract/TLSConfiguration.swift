@@ -47,7 +47,18 @@ public struct TLSConfiguration: Sendable {
     public var maximumVersion: TLSVersion
     /// ALPN protocols, most preferred first. Empty means no ALPN.
     public var applicationProtocols: [String]
-    /// Session resumption through tickets (TLS 1.3) and session tickets (TLS 1.2).
+    /// Session resumption through tickets: TLS 1.3 PSK tickets and TLS 1.2 session tickets (RFC 5077).
+    /// Both roles, default on.
+    ///
+    /// - Server: issues tickets, encrypted with keys generated for (and held only by) this context,
+    ///   so a ticket is accepted only by the context that issued it. No stateful session-ID cache is
+    ///   kept. Off: no tickets are issued and nothing is resumed.
+    /// - Client: the context keeps the newest resumable session per server name (bounded, shared by
+    ///   every session it makes, on any thread) and offers it on the next session to the same name.
+    ///   A refused ticket just means a full handshake. Off: nothing is cached or offered.
+    ///
+    /// A resumed handshake reports `NegotiatedParameters.resumed` and the same `peerIdentity` on both
+    /// sides as the full handshake that issued the ticket.
     public var sessionTicketsEnabled: Bool
 
     public init(

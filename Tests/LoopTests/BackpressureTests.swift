@@ -24,7 +24,7 @@ struct BackpressureTests {
         let server = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: serverContext,
                                    options: options) { StreamWriter(stats: writer) }
         defer { server.shutdown() }
-        let reader = PausingReader()
+        let reader = PausingReader { writer.current.timesNotWritable }
         TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: server.port), tls: clientContext) { reader }
         guard waitFor(reader.done, seconds: 300, "64 MiB") else { return }
         let result = reader.result.current
@@ -72,7 +72,8 @@ final class StreamWriter: ConnectionHandler, @unchecked Sendable {
     }
 }
 
-/// Reads a little, pauses, resumes from a timer, and checks every byte.
+/// Reads 4 MiB, pauses until the writer has been held back (so that backpressure really happens,
+/// whatever the socket buffers absorb), resumes, and checks every byte.
 final class PausingReader: ConnectionHandler, @unchecked Sendable {
     struct Result: Sendable {
         var received = 0
@@ -87,6 +88,11 @@ final class PausingReader: ConnectionHandler, @unchecked Sendable {
     private var mismatchAt: Int?
     private var pauses = 0
     private var timer: LoopTimer?
+    private let writerHeldBack: @Sendable () -> Int
+    private var heldBackAtPause = 0
+    private var pollsWhilePaused = 0
+
+    init(writerHeldBack: @escaping @Sendable () -> Int) { self.writerHeldBack = writerHeldBack }
 
     func connectionDidEstablish(_ connection: Connection) {}
 
@@ -103,8 +109,17 @@ final class PausingReader: ConnectionHandler, @unchecked Sendable {
             sincePause = 0
             pauses += 1
             connection.pauseReading()
+            heldBackAtPause = writerHeldBack()
+            pollsWhilePaused = 0
             if timer == nil { timer = LoopTimer(loop: connection.loop) }
-            timer?.schedule(afterMilliseconds: 20) { [unowned connection] in connection.resumeReading() }
+            timer?.schedule(afterMilliseconds: 5, repeatEvery: 5) { [unowned self, unowned connection] in
+                pollsWhilePaused += 1
+                // Resume once the writer felt it; the poll limit only keeps a broken writer from hanging the test.
+                if writerHeldBack() > heldBackAtPause || pollsWhilePaused > 2000 {
+                    timer?.stop()
+                    connection.resumeReading()
+                }
+            }
         }
     }
 
