@@ -29,6 +29,9 @@ struct HelloServerCommand: ParsableCommand {
             help: "Only these clients (CN, SAN or SPIFFE URI); others are refused before any HTTP byte.")
     var allow: [String] = []
 
+    @Option(help: "How loops share the port: reuseport (a listener per loop) or handoff (one loop accepts for all).")
+    var accept: TCPServer.AcceptStrategy = .reusePort
+
     @Option(name: .customLong("handshake-timeout"), help: "Seconds a handshake may take.")
     var handshakeTimeout: Double = 10
 
@@ -41,6 +44,7 @@ struct HelloServerCommand: ParsableCommand {
         let context = try makeContext()
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
+        options.acceptStrategy = accept
         options.connection.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         options.connection.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         if !allow.isEmpty {
@@ -85,6 +89,8 @@ struct HelloServerCommand: ParsableCommand {
 }
 
 enum ServerMode: String, ExpressibleByArgument, CaseIterable { case mtls, tls, plain }
+
+extension TCPServer.AcceptStrategy: ExpressibleByArgument {}
 
 extension TLSConfiguration.ClientAuthentication: ExpressibleByArgument {}
 

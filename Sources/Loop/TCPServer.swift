@@ -3,11 +3,22 @@ import Foundation
 import Logging
 import TLSContract
 
-/// Accepts connections on every loop of a group. Each loop has its own listening socket on the
-/// same port (SO_REUSEPORT), so the kernel spreads connections across loops and no connection
-/// is ever handed from one thread to another.
+/// Accepts connections on every loop of a group.
+///
+/// Two strategies, measured against each other in BENCHMARKS.md: with `.reusePort` (the default)
+/// each loop has its own listening socket on the same port (SO_REUSEPORT), the kernel spreads new
+/// connections across loops, and no connection ever crosses threads. With `.handoff`, the first
+/// loop accepts every connection and hands the descriptor to the next loop in turn. Reuse-port won:
+/// it skips a dup, a close and a cross-thread wake-up per connection, and one loop's accept queue
+/// never becomes everyone's bottleneck.
 public final class TCPServer: @unchecked Sendable {
+    public enum AcceptStrategy: String, Sendable, CaseIterable {
+        case reusePort = "reuseport"
+        case handoff
+    }
+
     public struct Options: Sendable {
+        public var acceptStrategy = AcceptStrategy.reusePort
         public var connection = ConnectionOptions()
         /// New connections beyond this many per loop are accepted and closed at once.
         public var maxConnectionsPerLoop: Int?
@@ -24,7 +35,8 @@ public final class TCPServer: @unchecked Sendable {
                 makeHandler: @escaping @Sendable () -> ConnectionHandler) throws {
         var address = try SocketAddress.resolve(target)
         var listeners: [Listener] = []
-        for loop in group.loops {
+        let listeningLoops = options.acceptStrategy == .reusePort ? group.loops : [group.loops[0]]
+        for loop in listeningLoops {
             let fd = address.withSockaddr { mtls_reuseport_listener($0, address.length, options.backlog) }
             guard fd >= 0 else {
                 listeners.forEach { $0.stop() }
@@ -42,9 +54,16 @@ public final class TCPServer: @unchecked Sendable {
             let listener = Listener(loop: loop, fd: fd, tls: tls, options: options, makeHandler: makeHandler)
             listeners.append(listener)
         }
+        if options.acceptStrategy == .handoff {
+            // The other loops only adopt what the first one accepts.
+            for loop in group.loops.dropFirst() {
+                listeners.append(Listener(loop: loop, fd: -1, tls: tls, options: options, makeHandler: makeHandler))
+            }
+            listeners[0].handoffTargets = listeners
+        }
         self.address = address
         self.listeners = listeners
-        for listener in listeners {
+        for listener in listeners where listener.listens {
             try listener.loop.submitAndWait { try listener.start() }
         }
     }
@@ -79,6 +98,11 @@ final class Listener: @unchecked Sendable {
     var connections = Set<ObjectIdentifier>()
     private var open: [ObjectIdentifier: Connection] = [:]
     private var acceptErrorLogged = false
+    /// With the hand-off strategy, the listeners (one per loop, this one included) that take turns
+    /// adopting accepted connections. Empty otherwise.
+    var handoffTargets: [Listener] = []
+    private var nextHandoff = 0
+    var listens: Bool { fd >= 0 }
     private var shuttingDown = false
     private var onAllClosed: (() -> Void)?
 
@@ -133,17 +157,11 @@ final class Listener: @unchecked Sendable {
             }
             return
         }
-        let session: (any TLSSession)?
-        do {
-            session = try tls?.makeSession()
-        } catch {
-            loop.logger.error("cannot start a TLS session: \(error)")
+        if !handoffTargets.isEmpty {
+            handOff(from: handle)
             return
         }
-        let connection = Connection(loop: loop, session: session, handler: makeHandler(), options: options.connection,
-                                    state: .connecting) { [unowned self] connection in
-            removed(connection)
-        }
+        guard let connection = makeConnection() else { return }
         let accepted = uv_accept(mtls_tcp_stream(handle), mtls_tcp_stream(connection.tcp))
         guard accepted == 0 else {
             if !acceptErrorLogged {
@@ -154,6 +172,24 @@ final class Listener: @unchecked Sendable {
             return
         }
         acceptErrorLogged = false
+        admit(connection)
+    }
+
+    private func makeConnection() -> Connection? {
+        let session: (any TLSSession)?
+        do {
+            session = try tls?.makeSession()
+        } catch {
+            loop.logger.error("cannot start a TLS session: \(error)")
+            return nil
+        }
+        return Connection(loop: loop, session: session, handler: makeHandler(), options: options.connection,
+                          state: .connecting) { [unowned self] connection in
+            removed(connection)
+        }
+    }
+
+    private func admit(_ connection: Connection) {
         if let limit = options.maxConnectionsPerLoop, open.count >= limit {
             connection.abort()
             return
@@ -161,6 +197,41 @@ final class Listener: @unchecked Sendable {
         open[ObjectIdentifier(connection)] = connection
         connections.insert(ObjectIdentifier(connection))
         connection.socketConnected()
+    }
+
+    /// Hand-off strategy: accept here, then give the descriptor to the next loop in turn.
+    private func handOff(from server: UnsafeMutablePointer<uv_tcp_t>) {
+        // libuv has already accepted the socket; a handle on this loop takes it, and a duplicate of
+        // its descriptor travels to the adopting loop (uv_tcp_open there makes it non-blocking).
+        let carrier = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        uv_tcp_init(loop.loop, carrier)
+        var accepted = uv_os_fd_t()
+        let fd: Int32
+        if uv_accept(mtls_tcp_stream(server), mtls_tcp_stream(carrier)) == 0,
+           uv_fileno(mtls_tcp_handle(carrier), &accepted) == 0 {
+            fd = dup(accepted)
+        } else {
+            fd = -1
+        }
+        uv_close(mtls_tcp_handle(carrier)) { handle in handle?.deallocate() }
+        guard fd >= 0 else { return }
+        let target = handoffTargets[nextHandoff % handoffTargets.count]
+        nextHandoff += 1
+        if target === self { adopt(fd) } else { target.loop.execute { target.adopt(fd) } }
+    }
+
+    /// Runs on this listener's loop: wraps an accepted descriptor in a connection.
+    func adopt(_ fd: Int32) {
+        guard !shuttingDown, let connection = makeConnection() else {
+            Foundation.close(fd)
+            return
+        }
+        guard uv_tcp_open(connection.tcp, uv_os_sock_t(fd)) == 0 else {
+            Foundation.close(fd)
+            connection.abort()
+            return
+        }
+        admit(connection)
     }
 
     private func removed(_ connection: Connection) {
@@ -172,7 +243,7 @@ final class Listener: @unchecked Sendable {
     func shutdown(graceful: Bool, completion: @escaping () -> Void) {
         shuttingDown = true
         onAllClosed = completion
-        stop()
+        if listens { stop() }
         if open.isEmpty { finishShutdown(); return }
         for connection in open.values {
             if graceful { connection.close() } else { connection.abort() }

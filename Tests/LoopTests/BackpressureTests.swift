@@ -5,37 +5,39 @@ import Testing
 import TestSupport
 
 /// A fast writer and a slow reader: memory stays bounded and every byte arrives.
-@Suite("Loop: backpressure")
-struct BackpressureTests {
-    static let total = 64 << 20
-    static let chunk = 16 * 1024
+extension LoopSuite {
+    @Suite("Loop: backpressure")
+    struct BackpressureTests {
+        static let total = 64 << 20
+        static let chunk = 16 * 1024
 
-    /// Byte i of the stream, so that the reader checks everything without keeping 64 MiB.
-    static func streamByte(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index &* 131 &+ index >> 12) }
+        /// Byte i of the stream, so that the reader checks everything without keeping 64 MiB.
+        static func streamByte(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index &* 131 &+ index >> 12) }
 
-    @Test("64 MiB to a reader that keeps pausing arrive intact, with the queue bounded", arguments: SocketPair.all)
-    func slowReader(pair: SocketPair) throws {
-        let group = LoopGroup(count: 2)
-        defer { group.shutdown() }
-        let (clientContext, serverContext) = try pair.contexts()
-        let writer = Shared(WriterStats())
-        var options = TCPServer.Options()
-        options.connection.writeHighWater = 256 * 1024
-        let server = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: serverContext,
-                                   options: options) { StreamWriter(stats: writer) }
-        defer { server.shutdown() }
-        let reader = PausingReader { writer.current.timesNotWritable }
-        TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: server.port), tls: clientContext) { reader }
-        guard waitFor(reader.done, seconds: 300, "64 MiB") else { return }
-        let result = reader.result.current
-        #expect(result.error == nil, "\(result.error ?? "")")
-        #expect(result.received == Self.total)
-        #expect(result.mismatchAt == nil, "byte \(result.mismatchAt ?? -1) differs")
-        #expect(result.pauses > 10, "the reader never really paused")
-        let stats = writer.current
-        // One record beyond the mark: the write that crossed it (16 KiB of plaintext plus TLS framing).
-        #expect(stats.maxQueued <= options.connection.writeHighWater + Self.chunk + 256, "queued \(stats.maxQueued)")
-        #expect(stats.timesNotWritable > 0, "the writer was never held back")
+        @Test("64 MiB to a reader that keeps pausing arrive intact, with the queue bounded", arguments: SocketPair.all)
+        func slowReader(pair: SocketPair) throws {
+            let group = LoopGroup(count: 2)
+            defer { group.shutdown() }
+            let (clientContext, serverContext) = try pair.contexts()
+            let writer = Shared(WriterStats())
+            var options = TCPServer.Options()
+            options.connection.writeHighWater = 256 * 1024
+            let server = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: serverContext,
+                                       options: options) { StreamWriter(stats: writer) }
+            defer { server.shutdown() }
+            let reader = PausingReader { writer.current.timesNotWritable }
+            TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: server.port), tls: clientContext) { reader }
+            guard waitFor(reader.done, seconds: 300, "64 MiB") else { return }
+            let result = reader.result.current
+            #expect(result.error == nil, "\(result.error ?? "")")
+            #expect(result.received == Self.total)
+            #expect(result.mismatchAt == nil, "byte \(result.mismatchAt ?? -1) differs")
+            #expect(result.pauses > 10, "the reader never really paused")
+            let stats = writer.current
+            // One record beyond the mark: the write that crossed it (16 KiB of plaintext plus TLS framing).
+            #expect(stats.maxQueued <= options.connection.writeHighWater + Self.chunk + 256, "queued \(stats.maxQueued)")
+            #expect(stats.timesNotWritable > 0, "the writer was never held back")
+        }
     }
 }
 
@@ -48,7 +50,7 @@ struct WriterStats: Sendable {
 final class StreamWriter: ConnectionHandler, @unchecked Sendable {
     let stats: Shared<WriterStats>
     private var offset = 0
-    private var buffer = [UInt8](repeating: 0, count: BackpressureTests.chunk)
+    private var buffer = [UInt8](repeating: 0, count: LoopSuite.BackpressureTests.chunk)
     init(stats: Shared<WriterStats>) { self.stats = stats }
 
     func connectionDidEstablish(_ connection: Connection) { pump(connection) }
@@ -57,12 +59,12 @@ final class StreamWriter: ConnectionHandler, @unchecked Sendable {
     func connectionDidClose(_ connection: Connection, error: ConnectionError?) {}
 
     private func pump(_ connection: Connection) {
-        while offset < BackpressureTests.total {
+        while offset < LoopSuite.BackpressureTests.total {
             guard connection.isWritable else {
                 stats.with { $0.timesNotWritable += 1 }
                 return
             }
-            for index in 0..<buffer.count { buffer[index] = BackpressureTests.streamByte(offset + index) }
+            for index in 0..<buffer.count { buffer[index] = LoopSuite.BackpressureTests.streamByte(offset + index) }
             try? connection.write(buffer)
             offset += buffer.count
             let queued = connection.queuedOutboundBytes
@@ -98,7 +100,7 @@ final class PausingReader: ConnectionHandler, @unchecked Sendable {
 
     func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
         if mismatchAt == nil {
-            for (index, byte) in bytes.enumerated() where byte != BackpressureTests.streamByte(received + index) {
+            for (index, byte) in bytes.enumerated() where byte != LoopSuite.BackpressureTests.streamByte(received + index) {
                 mismatchAt = received + index
                 break
             }

@@ -190,3 +190,7 @@ final class RawSocket {
         }
     }
 }
+
+/// Every loop test runs inside this suite, one at a time: they open real sockets and time out
+/// stalled peers, so running them side by side (worse, under a sanitizer) only measures starvation.
+@Suite(.serialized) enum LoopSuite {}
