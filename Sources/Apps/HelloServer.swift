@@ -32,6 +32,9 @@ struct HelloServerCommand: ParsableCommand {
     @Option(help: "How loops share the port: reuseport (a listener per loop) or handoff (one loop accepts for all).")
     var accept: TCPServer.AcceptStrategy = .reusePort
 
+    @Flag(name: .customLong("no-session-tickets"), help: "Issue no session tickets: every handshake is a full one.")
+    var noSessionTickets = false
+
     @Option(name: .customLong("handshake-timeout"), help: "Seconds a handshake may take.")
     var handshakeTimeout: Double = 10
 
@@ -78,6 +81,7 @@ struct HelloServerCommand: ParsableCommand {
         var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
                                              minimumVersion: credentials.minimumVersion)
         configuration.clientAuthentication = clientAuth ?? (mode == .mtls ? .require : .none)
+        configuration.sessionTicketsEnabled = !noSessionTickets
         if configuration.clientAuthentication == .none { configuration.trustRoots = [] }
         do {
             return try credentials.selectedBackend.makeContext(configuration)

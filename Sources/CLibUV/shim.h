@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <errno.h>
 #include <unistd.h>
+#include <malloc.h>
 
 static inline uv_handle_t *mtls_tcp_handle(uv_tcp_t *tcp) { return (uv_handle_t *)tcp; }
 static inline uv_stream_t *mtls_tcp_stream(uv_tcp_t *tcp) { return (uv_stream_t *)tcp; }

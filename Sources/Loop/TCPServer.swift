@@ -103,6 +103,8 @@ final class Listener: @unchecked Sendable {
     var handoffTargets: [Listener] = []
     private var nextHandoff = 0
     var listens: Bool { fd >= 0 }
+    private var peakOpen = 0
+    static let trimAfterPeak = 256
     private var shuttingDown = false
     private var onAllClosed: (() -> Void)?
 
@@ -237,6 +239,12 @@ final class Listener: @unchecked Sendable {
     private func removed(_ connection: Connection) {
         open[ObjectIdentifier(connection)] = nil
         connections.remove(ObjectIdentifier(connection))
+        peakOpen = max(peakOpen, open.count + 1)
+        if open.isEmpty && peakOpen >= Self.trimAfterPeak {
+            // glibc keeps freed heap for reuse; after a crowd of connections is gone, give it back.
+            peakOpen = 0
+            malloc_trim(0)
+        }
         if shuttingDown && open.isEmpty { finishShutdown() }
     }
 
