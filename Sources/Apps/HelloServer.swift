@@ -30,7 +30,7 @@ struct HelloServerCommand: ParsableCommand {
     var allow: [String] = []
 
     @Option(help: "How loops share the port: reuseport (a listener per loop) or handoff (one loop accepts for all).")
-    var accept: TCPServer.AcceptStrategy = .reusePort
+    var accept: TCPServer.AcceptStrategy = .handoff
 
     @Flag(name: .customLong("no-session-tickets"), help: "Issue no session tickets: every handshake is a full one.")
     var noSessionTickets = false

@@ -32,14 +32,15 @@ extension LoopSuite {
             }
         }
 
-        @Test("With the hand-off accept strategy (one loop accepts for all), every connection is served", arguments: SocketPair.all)
-        func handoff(pair: SocketPair) throws {
+        @Test("With either accept strategy (hand-off, or a listener per loop), every connection is served",
+              arguments: SocketPair.all, TCPServer.AcceptStrategy.allCases)
+        func acceptStrategies(pair: SocketPair, strategy: TCPServer.AcceptStrategy) throws {
             let group = LoopGroup(count: 2)
             defer { group.shutdown() }
             let (clientContext, serverContext) = try pair.contexts()
             let closes = Shared<[String]>([])
             var options = TCPServer.Options()
-            options.acceptStrategy = .handoff
+            options.acceptStrategy = strategy
             let server = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: serverContext,
                                        options: options) { EchoHandler(closes: closes) }
             defer { server.shutdown() }
