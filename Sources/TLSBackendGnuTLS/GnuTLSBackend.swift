@@ -11,7 +11,9 @@ public struct GnuTLSBackend: TLSBackend {
 
     public var libraryVersion: String { GnuTLSLibrary.version }
 
-    public var capabilities: TLSCapabilities { [.pkcs12, .alpn, .ed25519, .ipAddressVerification] }
+    public var capabilities: TLSCapabilities {
+        [.pkcs12, .alpn, .ed25519, .ipAddressVerification, .tls13Resumption, .tls12Resumption]
+    }
 
     public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
         try GnuTLSContext(configuration: configuration)

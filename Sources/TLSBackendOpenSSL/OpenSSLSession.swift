@@ -65,10 +65,14 @@ public final class OpenSSLSession: TLSSession {
             }
             // Only a session saved under this very name: the resumed handshake skips certificate
             // verification, so the name check of the original handshake is what vouches for it.
-            // SSL_set_session takes its own reference; the cache keeps its own.
+            // The connection gets its own copy (SSL_set_session takes a reference to it; ours is
+            // dropped at once): OpenSSL marks the session an SSL uses unresumable after a TLS 1.3
+            // resumption, when a TLS 1.2 ticket is renewed or after a fatal alert, and the saved
+            // session must stay usable for every other connection, on any thread.
             if let name = resumptionName, let saved = context.resumption?.entry(for: name),
-               SSL_SESSION_is_resumable(saved.session) == 1, SSL_set_session(ssl, saved.session) == 1 {
-                offeredSavedSession = true
+               let copy = SSL_SESSION_dup(saved.session) {
+                offeredSavedSession = SSL_set_session(ssl, copy) == 1
+                SSL_SESSION_free(copy)
             }
             ERR_clear_error()
         }

@@ -188,9 +188,13 @@ public enum NamedGroup {
 ///
 /// One entry per name (a newer ticket replaces the older), at most `capacity` names (the oldest
 /// name stored is dropped first). A session is keyed by the name it verified the server against,
-/// so a ticket obtained for one name is never offered to another. Entries are not removed when
-/// offered: several connections to one server may resume from the same ticket (RFC 8446 C.4 lets a
-/// client reuse tickets; we accept the linkability, since an mTLS client names itself anyway).
+/// so a ticket obtained for one name is never offered to another.
+///
+/// Entries are not removed when offered. One after another, each connection uses the ticket the
+/// previous one received, so each ticket is used once; connections started together share one.
+/// RFC 8446 (C.4) says a client SHOULD NOT reuse a TLS 1.3 ticket, since a passive observer can
+/// link the connections that carry it. We accept that for service-to-service clients, for whom
+/// resuming a burst of parallel connections matters more than hiding that they come from one client.
 package final class ResumptionCache<Entry: Sendable>: @unchecked Sendable {
     package let capacity: Int
     private let lock = NSLock()

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import PKI
 import TLSContract
 import Testing
@@ -30,6 +32,18 @@ struct ResumptionTests {
 
     private func resumed(_ connection: InMemoryPair) -> (client: Bool?, server: Bool?) {
         (connection.client.negotiated?.resumed, connection.server.negotiated?.resumed)
+    }
+
+    /// Equality without dumping two DER chains into the failure message.
+    private func same(_ seen: PeerIdentity?, _ expected: PeerIdentity?) -> Bool {
+        let equal = seen == expected
+        if !equal {
+            let describe = { (identity: PeerIdentity?) in
+                identity.map { "\($0.subject), chain of \($0.certificateChainDER.count)" } ?? "nobody"
+            }
+            Issue.record("saw \(describe(seen)), expected \(describe(expected))")
+        }
+        return equal
     }
 
     private static func capability(_ version: TLSVersion) -> TLSCapabilities {
@@ -66,8 +80,8 @@ struct ResumptionTests {
                     let again = try connect(client, server, "\(context), \(round) connection")
                     #expect(resumed(again) == (expected, expected),
                             "\(context), \(round) connection: capabilities say resumption \(expected ? "works" : "is unsupported")")
-                    #expect(again.server.peerIdentity == clientSeen, "\(context), \(round): the server's view of the client changed")
-                    #expect(again.client.peerIdentity == serverSeen, "\(context), \(round): the client's view of the server changed")
+                    #expect(same(again.server.peerIdentity, clientSeen), "\(context), \(round): the server's view of the client changed")
+                    #expect(same(again.client.peerIdentity, serverSeen), "\(context), \(round): the client's view of the server changed")
                     for side in [again.client, again.server] {
                         let negotiated = try #require(side.negotiated)
                         #expect(negotiated.version == version, "\(context), \(round)")
@@ -98,8 +112,8 @@ struct ResumptionTests {
             let full = try connect(client, first, context)
             let refused = try connect(client, second, "\(context), other server")
             #expect(resumed(refused) == (false, false), "\(context): another server context accepted the ticket")
-            #expect(refused.server.peerIdentity == full.server.peerIdentity, "\(context)")
-            #expect(refused.client.peerIdentity == full.client.peerIdentity, "\(context)")
+            #expect(same(refused.server.peerIdentity, full.server.peerIdentity), "\(context)")
+            #expect(same(refused.client.peerIdentity, full.client.peerIdentity), "\(context)")
 
             // The full handshake brought a ticket from the second server, which it accepts.
             let expected = bothResume(pair, version)
@@ -168,6 +182,39 @@ struct ResumptionTests {
         }
     }
 
+    @Test("Sessions from one client context resume on many threads at once", arguments: BackendPair.all)
+    func concurrentResumption(pair: BackendPair) throws {
+        let pki = TestPKI.shared(.ecdsaP256)
+        for version in TLSVersion.allCases {
+            let expected = bothResume(pair, version)
+            let client = try pair.client.makeContext(pki.clientConfiguration(versions: version ... version))
+            let server = try pair.server.makeContext(pki.serverConfiguration(versions: version ... version))
+            _ = try connect(client, server, "\(version), first")
+
+            let threads = 8
+            let perThread = 8
+            let outcomes = Outcomes()
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                for _ in 0..<perThread {
+                    // Every session is made, driven and freed on this thread; only the contexts are shared.
+                    guard let clientSession = try? client.makeSession(), let serverSession = try? server.makeSession() else {
+                        outcomes.record(handshake: false, resumed: false, identified: false)
+                        continue
+                    }
+                    let connection = InMemoryPair(client: clientSession, server: serverSession)
+                    let completed = connection.handshake()
+                    outcomes.record(handshake: completed,
+                                    resumed: connection.client.negotiated?.resumed == true && connection.server.negotiated?.resumed == true,
+                                    identified: connection.server.peerIdentity?.commonName == TestPKI.clientName)
+                }
+            }
+            let (handshakes, resumed, identified) = outcomes.totals
+            #expect(handshakes == threads * perThread, "\(version)")
+            #expect(identified == threads * perThread, "\(version)")
+            #expect(resumed == (expected ? threads * perThread : 0), "\(version)")
+        }
+    }
+
     @Test("A session saved for one server name is never offered to another: that name is still verified",
           arguments: BackendPair.all)
     func sessionsAreKeyedByServerName(pair: BackendPair) throws {
@@ -195,4 +242,22 @@ struct ResumptionTests {
             #expect(resumed(home) == (expected, expected), "\(version)")
         }
     }
+}
+
+/// Tallies from the concurrent test's threads.
+private final class Outcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var handshakes = 0
+    private var resumed = 0
+    private var identified = 0
+
+    func record(handshake: Bool, resumed: Bool, identified: Bool) {
+        lock.withLock {
+            if handshake { handshakes += 1 }
+            if resumed { self.resumed += 1 }
+            if identified { self.identified += 1 }
+        }
+    }
+
+    var totals: (Int, Int, Int) { lock.withLock { (handshakes, resumed, identified) } }
 }

@@ -11,7 +11,7 @@ import TLSContract
         #expect(backend.name == "gnutls")
         #expect(backend.libraryVersion.hasPrefix("GnuTLS 3."))
         #expect(backend.capabilities.contains([.pkcs12, .alpn, .ed25519, .ipAddressVerification]))
-        #expect(!backend.capabilities.contains(.tls13Resumption))
+        #expect(backend.capabilities.contains([.tls13Resumption, .tls12Resumption]))
     }
 
     @Test func priorityStringFollowsThePolicy() throws {
