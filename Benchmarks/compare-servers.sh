@@ -56,7 +56,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 declare -A port pidlist expect
 start_ours() {  # name backend
     local p; p=$(free_port)
-    "$mtls" hello-server --backend "$2" --pki "$pki" --listen "127.0.0.1:$p" --log-level error >/dev/null 2>&1 &
+    "$mtls" hello-server --backend "$2" --pki "$pki" --listen "127.0.0.1:$p" --log-level error --no-session-tickets >/dev/null 2>&1 &
     pids+=($!); port[$1]=$p; pidlist[$1]=$!; expect[$1]=hello
     wait_port "$p"
 }
@@ -152,7 +152,7 @@ except Exception: pass
 lines = []
 lines.append(f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({cpu_model}), loopback, client and servers on the same cores.")
 lines.append(f"Client: `mtls bench handshakes --backend {client} --concurrency {concurrency} --duration {duration} --tls {tls}`, "
-             f"GET /hello per connection, full handshakes (no resumption), ECDSA P-256 leaves; {rounds} interleaved rounds.")
+             f"GET /hello per connection, full handshakes (no resumption; session tickets off on every server), ECDSA P-256 leaves; {rounds} interleaved rounds.")
 lines.append("")
 lines.append("| server | handshakes/s, median (min–max) | server CPU per handshake | p99 latency | errors |")
 lines.append("|---|---|---|---|---|")
