@@ -105,40 +105,25 @@ struct PKIIssue: ParsableCommand {
     @Flag(exclusivity: .exclusive)
     var role: Role
 
-    @Option(name: .customLong("name"), parsing: .upToNextOption,
-            help: ArgumentHelp("The certificate's names (the first is also the CN): DNS names, IP addresses, URIs.",
-                               valueName: "name"))
-    var names: [String]
-
-    @Option(help: ArgumentHelp("Write PREFIX.pem and PREFIX.key.", valueName: "prefix"))
-    var out: String
-
-    @OptionGroup var keyOptions: PKIKeyOptions
-
-    func validate() throws {
-        guard !(try PKIArguments.names(names, option: "--name")).isEmpty else {
-            throw ValidationError("--name needs at least one name")
-        }
-    }
+    @OptionGroup var leaf: LeafFileOptions
 
     func run() throws {
         try PKIArguments.reportingErrors("pki issue") {
-            let names = try PKIArguments.names(self.names, option: "--name")
-            let (certificatePath, keyPath) = try PKIArguments.outputPaths(prefix: out, extensions: ["pem", "key"],
-                                                                          force: keyOptions.force)
+            let names = try leaf.resolvedNames()
+            let (certificatePath, keyPath) = try leaf.outputPaths()
             let authority = try Self.loadAuthority(directory: caDirectory)
-            let validity = TimeInterval(keyOptions.days) * 86400
+            let validity = TimeInterval(leaf.keyOptions.days) * 86400
             var request: LeafRequest
             switch role {
             case .server:
-                request = .server(names: names, keyType: keyOptions.keyType, validFor: validity)
+                request = .server(names: names, keyType: leaf.keyOptions.keyType, validFor: validity)
             case .client:
-                request = .client(name: names[0], keyType: keyOptions.keyType, validFor: validity)
+                request = .client(name: names[0], keyType: leaf.keyOptions.keyType, validFor: validity)
                 request.addSubjectAlternativeNames(Array(names.dropFirst()))
             }
             let issued = try authority.ca.issue(request)
-            try PKIArguments.writeFile(issued.chainPEM, to: certificatePath, secret: false, force: keyOptions.force)
-            try PKIArguments.writeFile(issued.privateKeyPEM, to: keyPath, secret: true, force: keyOptions.force)
+            try PKIArguments.writeFile(issued.chainPEM, to: certificatePath, secret: false, force: leaf.keyOptions.force)
+            try PKIArguments.writeFile(issued.privateKeyPEM, to: keyPath, secret: true, force: leaf.keyOptions.force)
             print("wrote \(certificatePath) (\(role.rawValue) certificate for \(names.joined(separator: ", ")), signed by \(authority.file))")
             print("wrote \(keyPath)")
         }
@@ -176,34 +161,19 @@ struct PKISelfSigned: ParsableCommand {
             PREFIX.key (mode 0600).
             """)
 
-    @Option(name: .customLong("name"), parsing: .upToNextOption,
-            help: ArgumentHelp("The certificate's names (the first is also the CN): DNS names, IP addresses, URIs.",
-                               valueName: "name"))
-    var names: [String]
-
-    @Option(help: ArgumentHelp("Write PREFIX.pem and PREFIX.key.", valueName: "prefix"))
-    var out: String
-
-    @OptionGroup var keyOptions: PKIKeyOptions
-
-    func validate() throws {
-        guard !(try PKIArguments.names(names, option: "--name")).isEmpty else {
-            throw ValidationError("--name needs at least one name")
-        }
-    }
+    @OptionGroup var leaf: LeafFileOptions
 
     func run() throws {
         try PKIArguments.reportingErrors("pki self-signed") {
-            let names = try PKIArguments.names(self.names, option: "--name")
-            let (certificatePath, keyPath) = try PKIArguments.outputPaths(prefix: out, extensions: ["pem", "key"],
-                                                                          force: keyOptions.force)
+            let names = try leaf.resolvedNames()
+            let (certificatePath, keyPath) = try leaf.outputPaths()
             var request = LeafRequest(commonName: names[0], purposes: [.serverAuth, .clientAuth],
-                                      keyType: keyOptions.keyType,
-                                      notValidAfter: Date().addingTimeInterval(TimeInterval(keyOptions.days) * 86400))
+                                      keyType: leaf.keyOptions.keyType,
+                                      notValidAfter: Date().addingTimeInterval(TimeInterval(leaf.keyOptions.days) * 86400))
             request.addSubjectAlternativeNames(names)
             let issued = try IssuedCertificate.selfSigned(request)
-            try PKIArguments.writeFile(issued.chainPEM, to: certificatePath, secret: false, force: keyOptions.force)
-            try PKIArguments.writeFile(issued.privateKeyPEM, to: keyPath, secret: true, force: keyOptions.force)
+            try PKIArguments.writeFile(issued.chainPEM, to: certificatePath, secret: false, force: leaf.keyOptions.force)
+            try PKIArguments.writeFile(issued.privateKeyPEM, to: keyPath, secret: true, force: leaf.keyOptions.force)
             print("wrote \(certificatePath) (self-signed, serverAuth and clientAuth, for \(names.joined(separator: ", ")))")
             print("wrote \(keyPath)")
         }
@@ -385,5 +355,30 @@ enum PKIArguments {
             CharacterSet.alphanumerics.contains($0) || "/._-+:@%,=".unicodeScalars.contains($0)
         }
         return safe && !text.isEmpty ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}
+
+/// What `pki issue` and `pki self-signed` both take: the names, the output prefix and the key options.
+struct LeafFileOptions: ParsableArguments {
+    @Option(name: .customLong("name"), parsing: .upToNextOption,
+            help: ArgumentHelp("The certificate's names (the first is also the CN): DNS names, IP addresses, URIs.",
+                               valueName: "name"))
+    var names: [String]
+
+    @Option(help: ArgumentHelp("Write PREFIX.pem and PREFIX.key.", valueName: "prefix"))
+    var out: String
+
+    @OptionGroup var keyOptions: PKIKeyOptions
+
+    func validate() throws {
+        guard !(try PKIArguments.names(names, option: "--name")).isEmpty else {
+            throw ValidationError("--name needs at least one name")
+        }
+    }
+
+    func resolvedNames() throws -> [String] { try PKIArguments.names(names, option: "--name") }
+
+    func outputPaths() throws -> (certificate: String, key: String) {
+        try PKIArguments.outputPaths(prefix: out, extensions: ["pem", "key"], force: keyOptions.force)
     }
 }

@@ -1,53 +1,25 @@
 import Foundation
 import PKI
+import TestSupport
 
-/// A fresh temporary directory for one test, removed explicitly by `remove()`.
-/// (Named apart from TestSupport.TemporaryDirectory so neither shadows the other.)
-struct ScratchDirectory {
-    let path: String
+/// The PKI tests write PEM text first and name the file second.
+typealias ScratchDirectory = TemporaryDirectory
 
-    init() throws {
-        path = (NSTemporaryDirectory() as NSString).appendingPathComponent("pki-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    /// Writes `text` to `name` inside the directory and returns its path.
+extension TemporaryDirectory {
     @discardableResult
-    func write(_ text: String, to name: String) throws -> String {
-        let file = (path as NSString).appendingPathComponent(name)
-        try text.write(toFile: file, atomically: true, encoding: .utf8)
-        return file
-    }
+    func write(_ text: String, to name: String) throws -> String { try write(name, text) }
 
-    func file(_ name: String) -> String {
-        (path as NSString).appendingPathComponent(name)
-    }
-
-    func remove() {
-        try? FileManager.default.removeItem(atPath: path)
-    }
+    /// Removal happens when the directory is released; tests call this to say so where it matters.
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-struct CommandResult {
-    let status: Int32
-    let output: String
-    var succeeded: Bool { status == 0 }
-}
+typealias CommandResult = ToolResult
 
 enum OpenSSL {
     static let path = "/usr/bin/openssl"
 
     static func run(_ arguments: [String]) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        try runTool(path, arguments)
     }
 
     /// `openssl verify -CAfile <root> [-untrusted <intermediates>] [extra] <leaf>`, files written to `directory`.

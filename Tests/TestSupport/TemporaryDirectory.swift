@@ -27,6 +27,7 @@ public final class TemporaryDirectory: @unchecked Sendable {
 public struct ToolResult: Sendable {
     public let status: Int32
     public let output: String
+    public var succeeded: Bool { status == 0 }
 }
 
 /// Runs an external tool (openssl, curl, ...) and collects its combined output.
