@@ -155,10 +155,12 @@ extension TLSConfiguration.Source {
         case .bytes(let bytes, _):
             return bytes
         case .file(let path):
-            guard FileManager.default.fileExists(atPath: path) else {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw TLSError(.configuration(file: path, problem: .fileNotFound))
             }
-            guard let data = FileManager.default.contents(atPath: path) else {
+            // A directory is no credential file (and Foundation leaks its read buffer trying).
+            guard !isDirectory.boolValue, let data = FileManager.default.contents(atPath: path) else {
                 throw TLSError(.configuration(file: path, problem: .fileUnreadable))
             }
             return [UInt8](data)
