@@ -22,6 +22,15 @@ struct BackendPair: Sendable, CustomTestStringConvertible {
         let clientSession = try client.makeContext(clientConfiguration).makeSession()
         return InMemoryPair(client: clientSession, server: serverSession)
     }
+
+    /// An mTLS pair (ECDSA test PKI) that has completed its handshake on `version`.
+    func established(version: TLSVersion = .tls13) throws -> InMemoryPair {
+        let pki = TestPKI.shared(.ecdsaP256)
+        let connection = try connect(client: pki.clientConfiguration(versions: version ... version),
+                                     server: pki.serverConfiguration(versions: version ... version))
+        try #require(connection.handshake())
+        return connection
+    }
 }
 
 /// Every backend on its own, for cases where the peer is not one of ours (raw bytes) or there is no peer.

@@ -4,18 +4,10 @@ import TestSupport
 
 @Suite("Closing and hostile input")
 struct CloseTests {
-    private func established(_ pair: BackendPair, version: TLSVersion = .tls13) throws -> InMemoryPair {
-        let pki = TestPKI.shared(.ecdsaP256)
-        let connection = try pair.connect(client: pki.clientConfiguration(versions: version...version),
-                                          server: pki.serverConfiguration(versions: version...version))
-        try #require(connection.handshake())
-        return connection
-    }
-
     @Test("close_notify is sent and recognized both ways, after the data before it", arguments: BackendPair.all)
     func closeNotify(pair: BackendPair) throws {
         for version in TLSVersion.allCases {
-            let connection = try established(pair, version: version)
+            let connection = try pair.established(version: version)
             try connection.client.writePlaintext(Array("last words".utf8))
             connection.client.close()
             connection.pump()
@@ -33,7 +25,7 @@ struct CloseTests {
 
     @Test("A clean EOF after close_notify is not an error", arguments: BackendPair.all)
     func eofAfterCloseNotify(pair: BackendPair) throws {
-        let connection = try established(pair)
+        let connection = try pair.established()
         connection.client.close()
         connection.pump()
         connection.endOfInput(to: connection.server)
@@ -44,7 +36,7 @@ struct CloseTests {
     @Test("EOF without close_notify after the handshake is an unclean shutdown", arguments: BackendPair.all)
     func uncleanShutdown(pair: BackendPair) throws {
         for version in TLSVersion.allCases {
-            let connection = try established(pair, version: version)
+            let connection = try pair.established(version: version)
             try connection.client.writePlaintext(Array("partial".utf8))
             connection.pump()
             connection.endOfInput(to: connection.server)
@@ -99,7 +91,7 @@ struct CloseTests {
     func hostileInputAfterHandshake(pair: BackendPair) throws {
         for version in TLSVersion.allCases {
             for (name, bytes) in Self.hostileInputs + [("an application record claiming 65535 bytes", RawHandshake.oversizedRecordHeader(type: 23))] {
-                let connection = try established(pair, version: version)
+                let connection = try pair.established(version: version)
                 connection.inject(bytes, into: connection.server)
                 #expect(connection.serverEvents.failure?.reason == .malformedInput, "\(version) \(name): \(String(describing: connection.serverEvents.failure))")
                 #expect(connection.serverEvents.plaintext.isEmpty)
@@ -109,7 +101,7 @@ struct CloseTests {
 
     @Test("A flipped bit in a record is detected", arguments: BackendPair.all)
     func tamperedRecord(pair: BackendPair) throws {
-        let connection = try established(pair)
+        let connection = try pair.established()
         try connection.client.writePlaintext(Array("integrity".utf8))
         var record = connection.client.takeCiphertext()
         record[record.count - 3] ^= 0x01

@@ -6,18 +6,10 @@ import TestSupport
 struct DataTransferTests {
     static let sizes = [0, 1, 16_383, 16_384, 16_385, 1 << 20]
 
-    private func establishedPair(_ pair: BackendPair, version: TLSVersion = .tls13) throws -> InMemoryPair {
-        let pki = TestPKI.shared(.ecdsaP256)
-        let connection = try pair.connect(client: pki.clientConfiguration(versions: version ... version),
-                                          server: pki.serverConfiguration(versions: version ... version))
-        try #require(connection.handshake())
-        return connection
-    }
-
     @Test("Data flows both ways byte-exact", arguments: BackendPair.all)
     func bothWays(pair: BackendPair) throws {
         for version in TLSVersion.allCases {
-            let connection = try establishedPair(pair, version: version)
+            let connection = try pair.established(version: version)
             var random = SeededRandom(seed: 42)
             for size in Self.sizes {
                 let fromClient = random.bytes(size)
