@@ -159,11 +159,17 @@ extension TLSConfiguration.Source {
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw TLSError(.configuration(file: path, problem: .fileNotFound))
             }
-            // A directory is no credential file (and Foundation leaks its read buffer trying).
-            guard !isDirectory.boolValue, let data = FileManager.default.contents(atPath: path) else {
+            // Read through a file handle: FileManager.contents(atPath:) leaks its buffer for a directory
+            // or an empty file (seen under AddressSanitizer).
+            guard !isDirectory.boolValue, let handle = FileHandle(forReadingAtPath: path) else {
                 throw TLSError(.configuration(file: path, problem: .fileUnreadable))
             }
-            return [UInt8](data)
+            defer { try? handle.close() }
+            do {
+                return [UInt8](try handle.readToEnd() ?? Data())
+            } catch {
+                throw TLSError(.configuration(file: path, problem: .fileUnreadable), detail: "\(error)")
+            }
         }
     }
 
