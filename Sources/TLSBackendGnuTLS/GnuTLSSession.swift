@@ -558,7 +558,7 @@ public final class GnuTLSSession: TLSSession {
                 let datum = list[index]
                 chain.append(Array(UnsafeBufferPointer(start: datum.data, count: Int(datum.size))))
             }
-            peerIdentity = try PeerIdentity(certificateChainDER: chain)
+            peerIdentity = try PeerIdentity.verified(certificateChainDER: chain)
         }
     }
 

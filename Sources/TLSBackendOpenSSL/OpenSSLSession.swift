@@ -277,7 +277,7 @@ public final class OpenSSLSession: TLSSession {
                 chain.append(der)
             }
         }
-        return try PeerIdentity(certificateChainDER: chain)
+        return try PeerIdentity.verified(certificateChainDER: chain)
     }
 
     private func readNegotiatedParameters() -> NegotiatedParameters {

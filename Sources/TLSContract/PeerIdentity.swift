@@ -102,3 +102,36 @@ public enum IPAddressText {
         return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+extension PeerIdentity {
+    /// The identity for a verified chain, parsed once per distinct chain: services reconnect with the
+    /// same certificate again and again, and parsing it costs about 6 % of a server's handshake.
+    /// Both backends call this, so identities stay parsed the same way whichever backend verified.
+    public static func verified(certificateChainDER chain: [[UInt8]]) throws(TLSError) -> PeerIdentity {
+        if let known = ParsedIdentities.shared.lookup(chain) { return known }
+        let identity = try PeerIdentity(certificateChainDER: chain)
+        ParsedIdentities.shared.remember(identity)
+        return identity
+    }
+}
+
+/// A small process-wide cache of parsed identities, keyed by the chain's DER. Bounded: when full it
+/// starts over, which costs one parse per chain and never grows with the number of peers.
+private final class ParsedIdentities: @unchecked Sendable {
+    static let shared = ParsedIdentities()
+    static let capacity = 1024
+
+    private let lock = NSLock()
+    private var identities: [[[UInt8]]: PeerIdentity] = [:]
+
+    func lookup(_ chain: [[UInt8]]) -> PeerIdentity? {
+        lock.withLock { identities[chain] }
+    }
+
+    func remember(_ identity: PeerIdentity) {
+        lock.withLock {
+            if identities.count >= Self.capacity { identities.removeAll(keepingCapacity: true) }
+            identities[identity.certificateChainDER] = identity
+        }
+    }
+}
