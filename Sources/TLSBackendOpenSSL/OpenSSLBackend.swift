@@ -76,7 +76,21 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 
     deinit {
         SSL_CTX_free(ctx)
+        mtls_ticket_keys_free(ticketKeys)
         alpnWire.deallocate()
+    }
+
+    /// Servers with tickets: the rotating ticket keys (see shim.h). Owned: created while the context
+    /// is configured, freed in deinit after the SSL_CTX that calls back into them.
+    private(set) var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>?
+
+    /// How long a ticket key seals new tickets before a fresh one takes over; tickets sealed under
+    /// the previous key are still accepted (and renewed) for one more period.
+    static let ticketKeyLifetimeSeconds = 12 * 3600
+
+    /// Retires the current ticket key at the next ticket, as a scheduled rotation would.
+    func rotateTicketKeys() {
+        if let ticketKeys { mtls_ticket_keys_expire(ticketKeys) }
     }
 
     public func makeSession(serverName: String?) throws(TLSError) -> any TLSSession {
@@ -110,11 +124,12 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 
     /// Tickets only, never a stateful session cache.
     ///
-    /// Server: OpenSSL encrypts tickets with keys SSL_CTX_new drew at random for this context (an
-    /// AES-256 key and an HMAC key), so only this context accepts them. OpenSSL 3.0 never rotates
-    /// them by itself: they live as long as the context. Building a new context (which is how
-    /// certificates are rotated) rotates them, and tickets from the old context then fall back to a
-    /// full handshake. The session-ID cache is off, so nothing grows per connection.
+    /// Server: tickets are sealed with keys drawn at random for this context (AES-256 and HMAC), so
+    /// only this context accepts them. OpenSSL 3.0 would keep one key for the context's lifetime; our
+    /// ticket callback replaces it every `ticketKeyLifetimeSeconds` and accepts the previous one for
+    /// one more period. A new context (a certificate rotation) starts with new keys, and tickets from
+    /// the old one fall back to a full handshake. The session-ID cache is off, so nothing grows per
+    /// connection.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
     /// internal client store is off (it never reuses client sessions by itself anyway).
     private func configureResumption() throws(TLSError) {
@@ -127,6 +142,12 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             let sessionContext = Array("swift-mtls".utf8)
             guard SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count)) == 1 else {
                 throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
+            }
+            if configuration.sessionTicketsEnabled {
+                ticketKeys = mtls_ticket_keys_new(Self.ticketKeyLifetimeSeconds)
+                guard let ticketKeys, mtls_SSL_CTX_use_ticket_keys(ctx, ticketKeys) == 1 else {
+                    throw OpenSSLErrors.collect(.internalError)
+                }
             }
             if configuration.sessionTicketsEnabled && configuration.clientAuthentication != .none {
                 // A ticket holds the client's leaf but not its intermediates (the serialized
