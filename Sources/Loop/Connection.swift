@@ -316,9 +316,10 @@ public final class Connection {
                 }
             case .plaintextReady:
                 // The loop's scratch buffer: a handler that writes back re-enters only flushCiphertext,
-                // which uses the other one.
+                // which uses the other one. Taking everything pending into the empty scratch lets the
+                // byte queue hand over its storage instead of copying it.
                 loop.plaintextScratch.removeAll(keepingCapacity: true)
-                session.takePlaintext(into: &loop.plaintextScratch, maxBytes: 64 * 1024)
+                session.takePlaintext(into: &loop.plaintextScratch, maxBytes: .max)
                 if state == .established || state == .closing {
                     let bytes = loop.plaintextScratch
                     bytes.withUnsafeBytes { deliverToHandler($0) }

@@ -31,13 +31,7 @@ struct DataTransferTests {
         let connection = try pair.connect(client: pki.clientConfiguration(), server: pki.serverConfiguration())
         connection.chunking = { count in Array(repeating: 1, count: count) }
         try #require(connection.handshake())
-        var random = SeededRandom(seed: 7)
-        let payload = random.bytes(40_000)
-        try connection.client.writePlaintext(payload)
-        try connection.server.writePlaintext(payload)
-        #expect(connection.pump())
-        #expect(connection.serverEvents.plaintext == payload)
-        #expect(connection.clientEvents.plaintext == payload)
+        try exchange(SeededRandom(seed: 7).bytesOf(40_000), over: connection)
     }
 
     @Test("1 MiB survives ciphertext fed in random chunks", arguments: BackendPair.all)
@@ -56,13 +50,17 @@ struct DataTransferTests {
             return sizes
         }
         try #require(connection.handshake())
-        var random = SeededRandom(seed: 99)
-        let payload = random.bytes(1 << 20)
+        try exchange(SeededRandom(seed: 99).bytesOf(1 << 20), over: connection)
+    }
+
+    /// Both sides send `payload` at once; each must receive exactly it.
+    private func exchange(_ payload: [UInt8], over connection: InMemoryPair,
+                          sourceLocation: SourceLocation = #_sourceLocation) throws {
         try connection.client.writePlaintext(payload)
         try connection.server.writePlaintext(payload)
-        #expect(connection.pump())
-        #expect(connection.serverEvents.plaintext == payload)
-        #expect(connection.clientEvents.plaintext == payload)
+        #expect(connection.pump(), sourceLocation: sourceLocation)
+        #expect(connection.serverEvents.plaintext == payload, sourceLocation: sourceLocation)
+        #expect(connection.clientEvents.plaintext == payload, sourceLocation: sourceLocation)
     }
 
     @Test("Data written before the handshake completes is sent right after it", arguments: BackendPair.all)
