@@ -256,6 +256,7 @@ enum BenchErrorName {
         case .connectTimeout: return "connect timeout"
         case .nameResolution: return "name resolution"
         case .refused(let why): return why
+        case .timedOut(let what): return "\(what) timed out"
         }
     }
 }

@@ -18,14 +18,14 @@ static inline uv_handle_t *mtls_timer_handle(uv_timer_t *timer) { return (uv_han
 static inline uv_handle_t *mtls_async_handle(uv_async_t *async) { return (uv_handle_t *)async; }
 static inline uv_handle_t *mtls_stream_handle(uv_stream_t *stream) { return (uv_handle_t *)stream; }
 
-/// A listening socket that several loops can each bind (SO_REUSEPORT): the kernel spreads new
-/// connections across them. Returns the fd or -errno.
-static inline int mtls_reuseport_listener(const struct sockaddr *address, socklen_t length, int backlog) {
+/// A listening socket, or -errno. With `reuse_port`, several loops of one server each bind one
+/// (SO_REUSEPORT) and the kernel spreads new connections across them.
+static inline int mtls_listener(const struct sockaddr *address, socklen_t length, int backlog, int reuse_port) {
     int fd = socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int on = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+        (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)) {
         int error = errno; close(fd); return -error;
     }
     if (address->sa_family == AF_INET6) {
@@ -35,5 +35,20 @@ static inline int mtls_reuseport_listener(const struct sockaddr *address, sockle
         int error = errno; close(fd); return -error;
     }
     return fd;
+}
+
+/// 0 when nobody listens on `address`, else -errno (-EADDRINUSE): a bind without SO_REUSEPORT,
+/// undone at once. SO_REUSEPORT would let a second process join another's listeners silently.
+static inline int mtls_probe_port_free(const struct sockaddr *address, socklen_t length) {
+    int fd = socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (address->sa_family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    }
+    int status = bind(fd, address, length) == 0 ? 0 : -errno;
+    close(fd);
+    return status;
 }
 #endif

@@ -53,7 +53,20 @@ extension Duration {
 /// One TCP connection on one loop, with or without TLS. It pumps ciphertext between the socket and
 /// the session and plaintext between the session and the handler, and owns every timer and buffer
 /// of the connection. Confined to its loop: call it only from there (handler callbacks are).
+///
+/// Lifetime rules, all enforced here:
+/// - `tcp.data` holds the one retain that keeps the connection alive, from `init` until libuv's close
+///   callback for the socket. Nothing else keeps a connection alive (requests in flight retain it too,
+///   and libuv completes them, with `UV_ECANCELED` at worst, before that close callback).
+/// - Every path that ends a connection goes through `closeNow()`, which is idempotent: it moves to
+///   `.closed`, cancels every timer, and closes the socket. After it, no timer can fire and no new
+///   timer can be armed (`armTimer` refuses), so `close()`, `fail()`, `abort()` and `closeNow()` are
+///   safe in any order, any number of times, from any callback.
+/// - Timer actions hold the connection weakly: a timer that outlived its connection would find nothing.
 public final class Connection {
+    /// `connecting` → `handshaking` (TLS) → `established` → `closing` (close_notify and queued writes
+    /// draining, then TCP shutdown) → `closed` (socket closing; the handler hears of it once, from
+    /// libuv's close callback). Any state can go straight to `closed`.
     public enum State: Sendable { case connecting, handshaking, established, closing, closed }
 
     public let loop: EventLoop
@@ -67,13 +80,17 @@ public final class Connection {
     /// Free for the application: e.g. the server a connection belongs to.
     public var userInfo: AnyObject?
 
-    /// Owned: allocated in init, freed in the close callback. `tcp.data` holds a retain of `self`
-    /// from `start` until that callback, so the connection lives exactly as long as its socket.
+    /// Owned: allocated (or adopted, already initialised) in init, freed in the close callback.
+    /// `tcp.data` holds a retain of `self` until that callback, so the connection lives exactly as
+    /// long as its socket.
     let tcp: UnsafeMutablePointer<uv_tcp_t>
     private let session: (any TLSSession)?
     private var handler: ConnectionHandler?
     private let options: ConnectionOptions
-    private var timer: LoopTimer?
+    /// The one timer of the current phase: connect, handshake, idle or close. Owned; cancelled in `closeNow`.
+    private var phaseTimer: LoopTimer?
+    /// The application's deadline (see `setDeadline`). Owned; cancelled in `closeNow`.
+    private var deadlineTimer: LoopTimer?
     private var startedAt: UInt64 = 0
 
     /// Bytes handed to libuv and not yet confirmed written.
@@ -87,31 +104,39 @@ public final class Connection {
     private var handlingData = false
     let onClose: ((Connection) -> Void)?
 
+    /// `acceptedSocket`: a TCP handle already initialised on `loop` and accepted (the server path
+    /// accepts before it builds a session); ownership passes to the connection. Nil: a new one.
     init(loop: EventLoop, session: (any TLSSession)?, handler: ConnectionHandler, options: ConnectionOptions,
-         state: State, onClose: ((Connection) -> Void)? = nil) {
+         state: State, acceptedSocket: UnsafeMutablePointer<uv_tcp_t>? = nil, onClose: ((Connection) -> Void)? = nil) {
         self.loop = loop
         self.session = session
         self.handler = handler
         self.options = options
         self.state = state
         self.onClose = onClose
-        tcp = .allocate(capacity: 1)
-        uv_tcp_init(loop.loop, tcp)
+        if let acceptedSocket {
+            tcp = acceptedSocket
+        } else {
+            tcp = .allocate(capacity: 1)
+            uv_tcp_init(loop.loop, tcp)
+        }
         tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
         startedAt = loop.now
+        loop.register(self)
     }
 
     // MARK: Life cycle
 
     /// The socket is connected: start the handshake (or, for plain TCP, the application).
     func socketConnected() {
+        guard state == .connecting else { return }
         uv_tcp_nodelay(tcp, 1)
-        remoteAddress = peerName() ?? "?"
+        remoteAddress = peerName() ?? remoteAddress
         startReading()
         if session != nil {
             state = .handshaking
-            armTimer(options.handshakeTimeout) { [unowned self] in
-                fail(.tls(TLSError(.handshakeTimeout, peer: remoteAddress)))
+            armTimer(options.handshakeTimeout) { connection in
+                connection.fail(.tls(TLSError(.handshakeTimeout, peer: connection.remoteAddress)))
             }
             drive()
         } else {
@@ -140,10 +165,9 @@ public final class Connection {
         case .handshaking, .established:
             break
         }
-        state = .closing
+        beginClosing()
         session?.close()
         flushCiphertext()
-        armTimer(options.closeTimeout) { [unowned self] in closeNow() }
         shutdownWhenDrained()
     }
 
@@ -151,69 +175,77 @@ public final class Connection {
     public func abort() { closeNow() }
 
     /// Drops the connection with a TCP reset, as a crashed or hostile peer would.
-    public func reset() {
-        guard state != .closed else { return }
-        state = .closed
-        timer?.cancel()
-        timer = nil
-        let status = uv_tcp_close_reset(tcp) { handle in
-            guard let handle, let data = handle.pointee.data else { return }
-            Unmanaged<Connection>.fromOpaque(data).takeRetainedValue().reportClosed()
-            handle.deallocate()
-        }
-        if status != 0 {
-            state = .closing
-            closeNow()
-        }
-    }
+    public func reset() { closeNow(resetting: true) }
 
+    /// Ends the connection with `error` (reported to the handler), after flushing the alert that
+    /// explains it if the socket still takes it.
     func fail(_ error: ConnectionError) {
         guard state != .closed else { return }
         if closeError == nil { closeError = error.withPeer(remoteAddress) }
-        // The alert explaining the failure goes out first, if the socket still takes it.
         flushCiphertext()
-        if queuedOutboundBytes == 0 { closeNow() } else {
-            state = .closing
-            armTimer(options.closeTimeout) { [unowned self] in closeNow() }
+        guard state != .closed else { return }  // the flush itself may have failed
+        if queuedOutboundBytes == 0 {
+            closeNow()
+        } else {
+            beginClosing()
             shutdownWhenDrained()
         }
+    }
+
+    /// Enters `.closing` with a bound on how long the rest may take.
+    private func beginClosing() {
+        guard state != .closing, state != .closed else { return }
+        state = .closing
+        deadlineTimer?.stop()
+        armTimer(options.closeTimeout) { $0.closeNow() }
     }
 
     private func shutdownWhenDrained() {
         guard state == .closing, queuedOutboundBytes == 0, !shutdownStarted else { return }
         shutdownStarted = true
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
-        request.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        // Retained until the callback, which libuv always calls (with UV_ECANCELED if the socket closes first).
+        request.pointee.data = Unmanaged.passRetained(self).toOpaque()
         let status = uv_shutdown(request, mtls_tcp_stream(tcp)) { request, _ in
-            guard let request else { return }
-            let connection = Unmanaged<Connection>.fromOpaque(request.pointee.data).takeUnretainedValue()
+            guard let request, let data = request.pointee.data else { return }
+            let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
             request.deallocate()
             connection.closeNow()
         }
         if status != 0 {
+            Unmanaged<Connection>.fromOpaque(request.pointee.data).release()
             request.deallocate()
             closeNow()
         }
     }
 
-    private func closeNow() {
+    /// The one way out: idempotent, cancels every timer, closes the socket (with a TCP reset when
+    /// `resetting`). The handler hears of it from the close callback.
+    func closeNow(resetting: Bool = false) {
         guard state != .closed else { return }
         state = .closed
-        timer?.cancel()
-        timer = nil
-        if uv_is_closing(mtls_tcp_handle(tcp)) == 0 {
-            uv_close(mtls_tcp_handle(tcp)) { handle in
-                guard let handle, let data = handle.pointee.data else { return }
-                let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
-                connection.reportClosed()
-                handle.deallocate()
-            }
+        phaseTimer?.cancel()
+        phaseTimer = nil
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+        socketReading = false
+        guard uv_is_closing(mtls_tcp_handle(tcp)) == 0 else { return }
+        let closed: uv_close_cb = { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
+            handle.deallocate()
+            connection.reportClosed()
+        }
+        // uv_tcp_close_reset refuses a socket whose shutdown has begun; that one closes normally.
+        if !resetting || uv_tcp_close_reset(tcp, closed) != 0 {
+            uv_close(mtls_tcp_handle(tcp), closed)
         }
     }
 
     private func reportClosed() {
         guard !closeReported else { return }
         closeReported = true
+        loop.unregister(self)
         let handler = self.handler
         self.handler = nil
         handler?.connectionDidClose(self, error: closeError)
@@ -222,17 +254,41 @@ public final class Connection {
 
     // MARK: Timers
 
-    func armTimer(_ duration: Duration, _ action: @escaping () -> Void) {
-        if timer == nil { timer = LoopTimer(loop: loop) }
-        timer?.schedule(afterMilliseconds: max(1, duration.milliseconds), action)
+    /// (Re)arms the phase timer. Refused once the connection is closed, so nothing can fire after.
+    /// The action gets the connection only if it still exists.
+    func armTimer(_ duration: Duration, _ action: @escaping (Connection) -> Void) {
+        guard state != .closed else { return }
+        if phaseTimer == nil { phaseTimer = LoopTimer(loop: loop) }
+        phaseTimer?.schedule(afterMilliseconds: max(1, duration.milliseconds)) { [weak self] in
+            if let self, self.state != .closed { action(self) }
+        }
     }
 
+    /// Only application progress (plaintext delivered to the handler, or written by it) keeps an
+    /// established connection open: bytes of a record that never completes are not progress.
     private func resetIdleTimer() {
         guard state == .established else { return }
         if let idle = options.idleTimeout {
-            armTimer(idle) { [unowned self] in fail(.tls(TLSError(.idleTimeout, peer: remoteAddress))) }
+            armTimer(idle) { connection in
+                connection.fail(.tls(TLSError(.idleTimeout, peer: connection.remoteAddress)))
+            }
         } else {
-            timer?.stop()
+            phaseTimer?.stop()
+        }
+    }
+
+    /// An application deadline, independent of the idle timer: unless cleared (`nil`) or re-set
+    /// before it passes, the connection fails with `.timedOut(what)`. E.g. a server that must see a
+    /// whole request head within a few seconds, however slowly its bytes trickle in.
+    public func setDeadline(_ duration: Duration?, for what: String) {
+        guard let duration else {
+            deadlineTimer?.stop()
+            return
+        }
+        guard state != .closed, state != .closing else { return }
+        if deadlineTimer == nil { deadlineTimer = LoopTimer(loop: loop) }
+        deadlineTimer?.schedule(afterMilliseconds: max(1, duration.milliseconds)) { [weak self] in
+            if let self, self.state != .closed { self.fail(.timedOut(what)) }
         }
     }
 
@@ -273,9 +329,8 @@ public final class Connection {
                 session.receiveCiphertext(bytes)
                 drive()
             } else {
-                deliver(bytes)
+                deliverToHandler(bytes)
             }
-            resetIdleTimer()
         } else if count == Int(UV_EOF.rawValue) {
             if let session {
                 session.receiveEndOfInput()
@@ -310,7 +365,7 @@ public final class Connection {
                     }
                     state = .established
                     handshakeDuration = .milliseconds(Int64(loop.now - startedAt))
-                    timer?.stop()
+                    phaseTimer?.stop()
                     resetIdleTimer()
                     handler?.connectionDidEstablish(self)
                 }
@@ -336,12 +391,9 @@ public final class Connection {
         flushCiphertext()
     }
 
-    private func deliver(_ bytes: UnsafeRawBufferPointer) {
-        deliverToHandler(bytes)
-    }
-
     private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
         guard let handler, bytes.count > 0 else { return }
+        resetIdleTimer()
         handler.connection(self, didReceive: bytes)
     }
 
@@ -369,13 +421,13 @@ public final class Connection {
         guard state == .established || state == .handshaking else {
             throw .tls(TLSError(.sessionClosed, peer: remoteAddress))
         }
+        resetIdleTimer()
         if let session {
             do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
             flushCiphertext()
         } else {
             send(bytes)
         }
-        resetIdleTimer()
     }
 
     public func write(_ bytes: [UInt8]) throws(ConnectionError) {
@@ -386,7 +438,7 @@ public final class Connection {
     }
 
     private func flushCiphertext() {
-        guard let session, session.pendingCiphertextCount > 0, uv_is_closing(mtls_tcp_handle(tcp)) == 0 else { return }
+        guard let session, session.pendingCiphertextCount > 0, state != .closed else { return }
         loop.ciphertextScratch.removeAll(keepingCapacity: true)
         session.takeCiphertext(into: &loop.ciphertextScratch)
         // A local reference: `send` may fail and re-enter this path, which then sees a fresh buffer.
@@ -395,8 +447,9 @@ public final class Connection {
     }
 
     /// `uv_try_write` first; the remainder goes to `uv_write` with its own copy, freed in the callback.
+    /// A failure ends the connection (through `fail`, which is safe to re-enter from here).
     private func send(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
+        guard bytes.count > 0, state != .closed else { return }
         var offset = 0
         if queuedOutboundBytes == 0 {
             var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
@@ -433,7 +486,8 @@ public final class Connection {
 
     private func writeCompleted(size: Int, status: Int32) {
         queuedOutboundBytes -= size
-        if status < 0 && status != UV_ECANCELED.rawValue {
+        guard state != .closed else { return }  // cancelled by our own close: nothing left to do
+        if status < 0 {
             fail(.transport(code: status, operation: "writing to \(remoteAddress)"))
             return
         }
@@ -443,6 +497,14 @@ public final class Connection {
             if state == .established { handler?.connectionDidBecomeWritable(self) }
         }
         if state == .closing { shutdownWhenDrained() }
+    }
+}
+
+extension Connection: LoopResource {
+    /// The loop is shutting down: the socket goes now, and the handler still hears of it.
+    func closeForLoopShutdown() {
+        if closeError == nil { closeError = .refused("the event loop shut down") }
+        closeNow()
     }
 }
 

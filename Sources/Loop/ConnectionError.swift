@@ -10,6 +10,8 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
     case nameResolution(host: String, reason: String)
     /// The server closed the connection before our request was answered, or refused new ones.
     case refused(String)
+    /// An application deadline set with `Connection.setDeadline` passed, e.g. "the request head".
+    case timedOut(String)
 
     public var tlsError: TLSError? {
         if case .tls(let error) = self { return error }
@@ -24,6 +26,7 @@ public enum ConnectionError: Error, Sendable, CustomStringConvertible {
         case .connectTimeout(let target): return "connecting to \(target) timed out"
         case .nameResolution(let host, let reason): return "cannot resolve \(host): \(reason)"
         case .refused(let why): return why
+        case .timedOut(let what): return "\(what) did not arrive in time"
         }
     }
 }

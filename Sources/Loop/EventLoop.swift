@@ -2,20 +2,42 @@ import CLibUV
 import Foundation
 import Logging
 
+/// Something that holds a libuv handle on a loop (a connection, a listener, a timer). It registers
+/// with its loop while its handle is open, so that a loop shutting down can close it properly: with
+/// the close callback that releases the retained owner in `handle->data`.
+protocol LoopResource: AnyObject {
+    /// Called on the loop, once, when the loop shuts down while the handle is still open.
+    func closeForLoopShutdown()
+}
+
+/// The loop has shut down: it runs no more work.
+public struct EventLoopShutDown: Error, CustomStringConvertible {
+    public let loop: String
+    public var description: String { "the event loop \(loop) has shut down" }
+}
+
 /// One libuv loop on its own thread. Everything that touches a handle runs on that thread; other
 /// threads hand work over with `execute`, the only call that crosses threads (through `uv_async_t`).
+///
+/// Lifetime: `shutdown()` stops taking work (later `execute` calls return false), closes every
+/// registered handle with its own close callback (so retained owners are released), lets the loop
+/// run until nothing is left, and only then frees the loop and its wake-up handle.
 public final class EventLoop: @unchecked Sendable {
     public let name: String
-    /// Owned: allocated in init, closed and freed when the thread ends.
+    /// Owned: allocated in init, closed when the thread ends, freed by `shutdown`.
     let loop: UnsafeMutablePointer<uv_loop_t>
     /// Owned like `loop`; its `data` is this EventLoop, unretained (the loop outlives its handle).
+    /// Only touched under `lock` from other threads, and never after `acceptsWork` turned false.
     private let wakeup: UnsafeMutablePointer<uv_async_t>
 
     private let lock = NSLock()
     private var pending: [@Sendable () -> Void] = []
-    private var stopRequested = false
+    /// Guarded by `lock`. False from the moment `shutdown` queues its last work.
+    private var acceptsWork = true
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
+    /// Handles open on this loop, by owner. Loop thread only.
+    private var resources: [ObjectIdentifier: any LoopResource] = [:]
 
     /// One read buffer per loop: every read lands here before the session copies it, so steady
     /// state reads allocate nothing. Owned by the loop, freed in deinit. 256 KiB rather than 64:
@@ -56,7 +78,8 @@ public final class EventLoop: @unchecked Sendable {
     public func start() {
         let thread = Thread { [self] in
             uv_run(loop, UV_RUN_DEFAULT)
-            // Close whatever is left (a handle a shutdown did not reach), then free the loop.
+            // Every registered handle was closed with its callback. What is left was never
+            // registered (none of ours should be): closed without a callback so the loop can end.
             uv_walk(loop, { handle, _ in
                 if let handle, uv_is_closing(handle) == 0 { uv_close(handle, nil) }
             }, nil)
@@ -76,37 +99,55 @@ public final class EventLoop: @unchecked Sendable {
         return Thread.current === thread
     }
 
-    /// Runs `work` on the loop's thread, soon. Safe from any thread.
-    public func execute(_ work: @escaping @Sendable () -> Void) {
+    /// Runs `work` on the loop's thread, soon. Safe from any thread. Returns false, and drops
+    /// `work`, once the loop has begun shutting down.
+    @discardableResult
+    public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
         lock.lock()
+        defer { lock.unlock() }
+        guard acceptsWork else { return false }
         pending.append(work)
-        lock.unlock()
+        // Under the lock: `shutdown` frees `wakeup` only after turning `acceptsWork` off here.
         uv_async_send(wakeup)
+        return true
     }
 
     /// Runs `work` on the loop and waits for its result. Never call it from the loop itself.
+    /// Throws `EventLoopShutDown` when the loop no longer runs work.
     public func submitAndWait<T: Sendable>(_ work: @escaping @Sendable () throws -> T) throws -> T {
         precondition(!inEventLoop, "submitAndWait on the loop's own thread would deadlock")
         let done = DispatchSemaphore(value: 0)
         let box = ResultBox<T>()
-        execute {
+        let queued = execute {
             box.result = Result { try work() }
             done.signal()
         }
+        guard queued else { throw EventLoopShutDown(loop: name) }
         done.wait()
         return try box.result!.get()
     }
 
-    /// Stops the loop once the work queued before it has run, and waits for its thread to end.
+    /// Closes every handle on the loop (connections are dropped, their handlers told), runs the
+    /// work queued before this call, and waits for the thread to end. Later calls do nothing.
     public func shutdown() {
-        execute { [self] in
-            stopRequested = true
-            uv_close(UnsafeMutableRawPointer(wakeup).assumingMemoryBound(to: uv_handle_t.self), nil)
-            uv_stop(loop)
+        precondition(!inEventLoop, "shutdown on the loop's own thread would deadlock")
+        lock.lock()
+        guard acceptsWork else {
+            lock.unlock()
+            return
         }
+        pending.append { [self] in closeEverything() }
+        acceptsWork = false
+        uv_async_send(wakeup)
+        lock.unlock()
         finished.wait()
         wakeup.deallocate()
         loop.deallocate()
+    }
+
+    private func closeEverything() {
+        for resource in Array(resources.values) { resource.closeForLoopShutdown() }
+        uv_close(mtls_async_handle(wakeup), nil)
     }
 
     private func runPending() {
@@ -115,6 +156,14 @@ public final class EventLoop: @unchecked Sendable {
         pending.removeAll(keepingCapacity: true)
         lock.unlock()
         for item in work { item() }
+    }
+
+    func register(_ resource: any LoopResource) {
+        resources[ObjectIdentifier(resource)] = resource
+    }
+
+    func unregister(_ resource: any LoopResource) {
+        resources[ObjectIdentifier(resource)] = nil
     }
 
     /// The loop's clock in milliseconds, cached per iteration.
@@ -131,12 +180,15 @@ public final class LoopTimer {
     private let handle: UnsafeMutablePointer<uv_timer_t>
     private var action: (() -> Void)?
     private var closed = false
+    private let loop: EventLoop
 
     /// Must be called on `loop`'s thread.
     public init(loop: EventLoop) {
+        self.loop = loop
         handle = .allocate(capacity: 1)
         uv_timer_init(loop.loop, handle)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        loop.register(self)
     }
 
     /// (Re)arms the timer. `repeatEvery` of 0 fires once.
@@ -162,8 +214,13 @@ public final class LoopTimer {
         action = nil
         uv_close(mtls_timer_handle(handle)) { handle in
             guard let handle, let data = handle.pointee.data else { return }
-            Unmanaged<LoopTimer>.fromOpaque(data).release()
+            let timer = Unmanaged<LoopTimer>.fromOpaque(data).takeRetainedValue()
+            timer.loop.unregister(timer)
             handle.deallocate()
         }
     }
+}
+
+extension LoopTimer: LoopResource {
+    func closeForLoopShutdown() { cancel() }
 }

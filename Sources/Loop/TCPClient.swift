@@ -21,7 +21,7 @@ public enum TCPClient {
                 return
             }
             let connection = Connection(loop: loop, session: session, handler: handler, options: options, state: .connecting)
-            connection.armTimer(options.connectTimeout) { [unowned connection] in
+            connection.armTimer(options.connectTimeout) { connection in
                 connection.fail(.connectTimeout(target.description))
             }
             if let address = SocketAddress(ip: target.host, port: target.port) {

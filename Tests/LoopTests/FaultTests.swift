@@ -18,13 +18,6 @@ extension LoopSuite {
             return (server, clientContext)
         }
 
-        private func echoOnce(_ group: LoopGroup, port: Int, tls: any TLSContext) -> EchoClient.Outcome? {
-            let client = EchoClient(payload: Array("ping".utf8))
-            TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: port), tls: tls) { client }
-            guard waitFor(client.done, "a valid client") else { return nil }
-            return client.outcome.current
-        }
-
         @Test("A silent peer and half a ClientHello do not delay a valid client, and time out", arguments: SocketPair.all)
         func stalledPeers(pair: SocketPair) throws {
             let group = LoopGroup(count: 1)
