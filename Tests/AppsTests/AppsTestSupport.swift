@@ -39,77 +39,51 @@ struct ToolError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A server started for one test and stopped (SIGTERM, then SIGKILL) by PID when the test ends.
+/// A server started for one test and stopped (SIGTERM, then SIGKILL) when the test ends.
 final class ServerProcess: @unchecked Sendable {
-    let process = Process()
+    let child: ChildProcess
     let port: Int
-    private let output = Pipe()
-    private let collected = Collected()
 
     /// Starts `executable` and waits until it accepts connections on `port`, or, when `port` is nil,
     /// until it prints "listening on HOST:PORT" (our own servers, started on port 0).
     init(_ executable: String, _ arguments: [String], port fixedPort: Int? = nil, directory: String? = nil,
          shell: Bool = false) throws {
         if shell {
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-c", ([executable] + arguments).joined(separator: " ")]
+            child = try ChildProcess("/bin/bash", ["-c", ([executable] + arguments).joined(separator: " ")],
+                                     directory: directory)
         } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
+            child = try ChildProcess(resolveExecutable(executable), arguments, directory: directory)
         }
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let collected = self.collected
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty { collected.append(data) }
-        }
-        try process.run()
         if let fixedPort {
             port = fixedPort
             guard waitUntilAccepting(port: fixedPort) else {
-                stop()
-                throw ToolError("\(executable) did not start listening on \(fixedPort): \(collected.text)")
+                child.terminate()
+                throw ToolError("\(executable) did not start listening on \(fixedPort): \(child.output)")
             }
         } else {
             var found: Int?
             for _ in 0..<600 {
-                if let range = collected.text.range(of: #"listening on [^ ]*:(\d+)"#, options: .regularExpression) {
-                    found = Int(collected.text[range].split(separator: ":").last ?? "")
+                let text = child.output
+                if let range = text.range(of: #"listening on [^ ]*:(\d+)"#, options: .regularExpression) {
+                    found = Int(text[range].split(separator: ":").last ?? "")
                     break
                 }
-                if !process.isRunning { break }
+                if !child.isRunning { break }
                 usleep(50_000)
             }
             port = found ?? 0
             guard found != nil else {
-                stop()
-                throw ToolError("the server did not start: \(collected.text)")
+                child.terminate()
+                throw ToolError("the server did not start: \(child.output)")
             }
         }
     }
 
-    var log: String { collected.text }
+    var log: String { child.output }
+    var pid: pid_t { child.pid }
+    var isRunning: Bool { child.isRunning }
 
-    func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        for _ in 0..<100 where process.isRunning { usleep(50_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        output.fileHandleForReading.readabilityHandler = nil
-    }
-
-    deinit { stop() }
-
-    private final class Collected: @unchecked Sendable {
-        private let lock = NSLock()
-        private var data = Data()
-        func append(_ more: Data) { lock.lock(); data.append(more); lock.unlock() }
-        var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
-    }
+    func stop() { child.terminate() }
 }
 
 /// Polls until something accepts TCP connections on 127.0.0.1:`port` (a start-up guard, not a measurement).

@@ -30,20 +30,20 @@ public struct ToolResult: Sendable {
     public var succeeded: Bool { status == 0 }
 }
 
-/// Runs an external tool (openssl, curl, ...) and collects its combined output.
+/// Runs an external tool (openssl, curl, ...) to completion and collects its combined output.
 public func runTool(_ executable: String, _ arguments: [String], input: String? = nil) throws -> ToolResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    let stdin = Pipe()
-    process.standardInput = stdin
-    try process.run()
-    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-    try stdin.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ToolResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    let child = try ChildProcess(resolveExecutable(executable), arguments, input: input ?? "")
+    let status = child.wait()
+    return ToolResult(status: status, output: child.output)
+}
+
+/// An absolute path for `name`: itself if it has a slash, else the first match on PATH.
+public func resolveExecutable(_ name: String) -> String {
+    guard !name.contains("/") else { return name }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for directory in path.split(separator: ":") {
+        let candidate = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    return name
 }
