@@ -28,7 +28,7 @@ struct Demo: ParsableCommand {
         for backend in TLSBackendRegistry.all {
             let context = try backend.makeContext(pki.serverConfiguration())
             let server = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: context) {
-                HelloConnection(logger: logger)
+                HelloConnection(logger: logger, requestTimeout: .seconds(10))
             }
             servers.append((backend, server))
             print("hello server on \(backend.name) listening on \(server.address)")

@@ -13,6 +13,7 @@ struct EchoServerCommand: ParsableCommand {
     @Option(help: "Address to listen on (host:port).") var listen: String = "127.0.0.1:9443"
     @Option(help: "mtls, tls or plain.") var mode: ServerMode = .mtls
     @Option(help: "Event loops (threads).") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var limits: ServerLimitOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.echo-server")
@@ -32,9 +33,13 @@ struct EchoServerCommand: ParsableCommand {
             }
         }
         let group = LoopGroup(count: loops)
+        var options = TCPServer.Options()
+        limits.apply(to: &options)
         let server: TCPServer
         do {
-            server = try TCPServer(group: group, listen: target, tls: context) { EchoConnection(logger: logger) }
+            server = try TCPServer(group: group, listen: target, tls: context, options: options) {
+                EchoConnection(logger: logger)
+            }
         } catch {
             printError("mtls echo-server: cannot listen on \(target): \(error)")
             throw ExitCode(1)

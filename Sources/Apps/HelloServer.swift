@@ -35,11 +35,11 @@ struct HelloServerCommand: ParsableCommand {
     @Flag(name: .customLong("no-session-tickets"), help: "Issue no session tickets: every handshake is a full one.")
     var noSessionTickets = false
 
-    @Option(name: .customLong("handshake-timeout"), help: "Seconds a handshake may take.")
-    var handshakeTimeout: Double = 10
+    @OptionGroup var limits: ServerLimitOptions
 
-    @Option(name: .customLong("idle-timeout"), help: "Seconds an idle keep-alive connection is kept.")
-    var idleTimeout: Double = 75
+    @Option(name: .customLong("request-timeout"),
+            help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
+    var requestTimeout: Double = 10
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.hello-server")
@@ -48,8 +48,8 @@ struct HelloServerCommand: ParsableCommand {
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
         options.acceptStrategy = accept
-        options.connection.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
-        options.connection.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.apply(to: &options)
+        let requestTimeout = Duration.seconds(requestTimeout)
         if !allow.isEmpty {
             let allowed = Set(allow)
             options.connection.authorize = { identity in identity.map { !allowed.isDisjoint(with: $0.allNames) } ?? false }
@@ -57,7 +57,7 @@ struct HelloServerCommand: ParsableCommand {
         let server: TCPServer
         do {
             server = try TCPServer(group: group, listen: target, tls: context, options: options) {
-                HelloConnection(logger: logger)
+                HelloConnection(logger: logger, requestTimeout: requestTimeout)
             }
         } catch {
             printError("mtls hello-server: cannot listen on \(target): \(error)")
@@ -99,13 +99,22 @@ extension TCPServer.AcceptStrategy: ExpressibleByArgument {}
 extension TLSConfiguration.ClientAuthentication: ExpressibleByArgument {}
 
 /// One client of the hello server: parses requests as they arrive and answers each in order.
+///
+/// A request head must be complete within `requestTimeout` of its first byte (the first request's,
+/// of the handshake), however its bytes trickle in; between requests only the idle timeout runs.
 final class HelloConnection: ConnectionHandler {
     private let logger: Logger
-    private var parser = HTTPRequestParser()
+    private let requestTimeout: Duration
+    /// The hello server reads no request bodies: any is refused (413) rather than buffered.
+    private var parser = HTTPRequestParser(maxBodyBytes: 0)
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, requestTimeout: Duration) {
+        self.logger = logger
+        self.requestTimeout = requestTimeout
+    }
 
     func connectionDidEstablish(_ connection: Connection) {
+        connection.setDeadline(requestTimeout, for: "the request head")
         var metadata: Logger.Metadata = ["peer": "\(connection.remoteAddress)"]
         if let identity = connection.peerIdentity { metadata["identity"] = "\(identity.displayName)" }
         if let negotiated = connection.negotiated {
@@ -117,7 +126,9 @@ final class HelloConnection: ConnectionHandler {
     }
 
     func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+        let startsRequest = parser.bufferedByteCount == 0
         parser.append(bytes)
+        if startsRequest { connection.setDeadline(requestTimeout, for: "the request head") }
         do {
             while let request = try parser.nextRequest() {
                 let response = HelloResponder.respond(to: request, peer: connection.peerIdentity)
@@ -127,6 +138,8 @@ final class HelloConnection: ConnectionHandler {
                     return
                 }
             }
+            // Answered everything: the clock for the next request starts with its first byte.
+            if parser.bufferedByteCount == 0 { connection.setDeadline(nil, for: "the request head") }
         } catch let error as HTTPParseError {
             logger.notice("bad request", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
             try? connection.write(error.response.serialized(keepAlive: false, includeBody: true))
@@ -138,7 +151,7 @@ final class HelloConnection: ConnectionHandler {
 
     func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
         if let error {
-            logger.info("connection failed", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
+            logger.info("connection closed with an error", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
         } else {
             logger.debug("connection closed", metadata: ["peer": "\(connection.remoteAddress)"])
         }
