@@ -78,6 +78,9 @@ struct EchoClientCommand: ParsableCommand {
     @Option(name: .customLong("server-name"), help: "The name to verify the server against (default: the host).")
     var serverName: String?
     @Flag(help: "Plain TCP, no TLS.") var plain = false
+    @Option(name: .customLong("read-timeout"),
+            help: "Seconds without any data from the server before giving up (a server that never answers).")
+    var readTimeout: Double = 30
 
     func run() throws {
         guard let target = HostAndPort(connect) else { throw ValidationError("--connect takes HOST:PORT") }
@@ -100,7 +103,8 @@ struct EchoClientCommand: ParsableCommand {
         }
         let group = LoopGroup(count: 1)
         defer { group.shutdown() }
-        let result = EchoRun.run(loop: group.next(), target: target, tls: context, payload: payload)
+        let result = EchoRun.run(loop: group.next(), target: target, tls: context, payload: payload,
+                                 readTimeout: .seconds(readTimeout))
         if let error = result.error {
             printError("mtls echo-client: " + UserFacingError.describe(
                 error, role: .client, options: credentials, hasIdentity: credentials.identity(role: .client) != nil))
@@ -126,10 +130,15 @@ enum EchoRun {
         var error: ConnectionError?
     }
 
-    static func run(loop: EventLoop, target: HostAndPort, tls: (any TLSContext)?, payload: [UInt8]) -> Result {
+    static func run(loop: EventLoop, target: HostAndPort, tls: (any TLSContext)?, payload: [UInt8],
+                    readTimeout: Duration? = nil) -> Result {
         let client = Streamer(payload: payload)
         var options = ConnectionOptions()
         options.stopsReadingWhileWritesBackUp = false
+        if let readTimeout {
+            options.handshakeTimeout = readTimeout
+            options.idleTimeout = readTimeout
+        }
         TCPClient.connect(on: loop, to: target, tls: tls, options: options) { client }
         client.done.wait()
         return client.result.value

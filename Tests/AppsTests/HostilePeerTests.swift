@@ -116,6 +116,33 @@ struct HostilePeerTests {
     }
 }
 
+extension HostilePeerTests {
+    @Test("echo-client against a server that never answers exits 1 with a clear message, TLS or plain",
+          arguments: [false, true])
+    func echoClientReadTimeout(plain: Bool) throws {
+        let pki = try PKIFixture()
+        // A listener that never accepts: the kernel completes the TCP handshake, nobody says a word.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length); return getsockname(silent, $0, &length) }
+        }
+        listen(silent, 8)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        var arguments = ["echo-client", "--connect", "127.0.0.1:\(port)", "--bytes", "1000", "--read-timeout", "1"]
+        arguments += plain ? ["--plain"] : ["--pki", pki.path]
+        let started = Date()
+        let run = try runTool(try mtlsExecutable(), arguments)
+        #expect(run.status == 1, "\(run.output)")
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(run.output.contains(plain ? "idle" : "did not finish in time"), "\(run.output)")
+    }
+}
+
 /// A thread-safe box for results that background work produces.
 final class Shared<Value: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
