@@ -38,6 +38,7 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     /// to check that the real policy refuses it.
     init(configuration: TLSConfiguration, priorityOverride: String?) throws(TLSError) {
         try configuration.validate()
+        try Self.checkApplicationProtocols(configuration.applicationProtocols)
         GnuTLSLibrary.ensureInitialized()
 
         var allocated: gnutls_certificate_credentials_t?
@@ -108,6 +109,23 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
                 mtls_gnutls_free(data)
             }
             ticketKey.deallocate()
+        }
+    }
+
+    /// GnuTLS keeps ALPN names in fixed arrays (MAX_ALPN_PROTOCOLS, MAX_ALPN_PROTOCOL_NAME in
+    /// lib/ext/alpn.h), so gnutls_alpn_set_protocols refuses more than 8 names or a name over 31
+    /// bytes. Refused here, once and by name, rather than by every makeSession as "invalid request".
+    static let maximumApplicationProtocols = 8
+    static let maximumApplicationProtocolLength = 31
+
+    private static func checkApplicationProtocols(_ protocols: [String]) throws(TLSError) {
+        if protocols.count > maximumApplicationProtocols {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting(
+                "\(protocols.count) ALPN protocols (GnuTLS offers at most \(maximumApplicationProtocols))")))
+        }
+        for name in protocols where name.utf8.count > maximumApplicationProtocolLength {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting(
+                "ALPN protocol '\(name)' (GnuTLS takes at most \(maximumApplicationProtocolLength) bytes)")))
         }
     }
 
