@@ -260,6 +260,7 @@ public final class GnuTLSSession: TLSSession {
 
     private func advanceHandshake() -> TLSProgress {
         while true {
+            let pulledBefore = pulledCount
             let rc = gnutls_handshake(session)
             switch rc {
             case GNUTLS_E_SUCCESS:
@@ -277,6 +278,7 @@ public final class GnuTLSSession: TLSSession {
                 return .handshakeComplete
             case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
                 if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if readRecordAndMoreWaits(since: pulledBefore) { continue }
                 if inboundEnded && inbound.isEmpty {
                     return fail(TLSError(.handshakeFailed(.unexpectedEOF)), code: nil)
                 }
@@ -293,6 +295,7 @@ public final class GnuTLSSession: TLSSession {
     /// Continues a renegotiation this client started. Nil means: go on decrypting.
     private func advanceRenegotiation() -> TLSProgress? {
         while true {
+            let pulledBefore = pulledCount
             let rc = gnutls_handshake(session)
             switch rc {
             case GNUTLS_E_SUCCESS:
@@ -302,6 +305,7 @@ public final class GnuTLSSession: TLSSession {
                 return nil
             case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
                 if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if readRecordAndMoreWaits(since: pulledBefore) { continue }
                 if inboundEnded && inbound.isEmpty {
                     return fail(TLSError(.uncleanShutdown), code: nil)
                 }
@@ -323,7 +327,7 @@ public final class GnuTLSSession: TLSSession {
 
     private func decryptAvailable() {
         while failure == nil && !peerSentCloseNotify && plaintext.count < plaintextLimit {
-            let unreadBefore = inbound.count
+            let pulledBefore = pulledCount
             let count = gnutls_record_recv(session, scratch.baseAddress, scratch.count)
             if count > 0 {
                 plaintext.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
@@ -340,9 +344,8 @@ public final class GnuTLSSession: TLSSession {
                     _ = fail(garbage, code: nil)
                 } else if inboundEnded && inbound.isEmpty {
                     _ = fail(TLSError(.uncleanShutdown), code: nil)
-                } else if !inbound.isEmpty && inbound.count < unreadBefore {
-                    // GnuTLS answers E_AGAIN after it consumed a post-handshake message (a TLS 1.3
-                    // session ticket) even when application records follow in the same read.
+                } else if readRecordAndMoreWaits(since: pulledBefore) {
+                    // E.g. a TLS 1.3 session ticket, with application records behind it.
                     continue
                 }
                 return
@@ -490,6 +493,17 @@ public final class GnuTLSSession: TLSSession {
         case GNUTLS_TLS1_2: return .tls12
         default: return nil
         }
+    }
+
+    /// Whether a GnuTLS call that just returned E_AGAIN should be made again at once.
+    ///
+    /// GnuTLS reads one record per attempt and pulls exactly its bytes. A record that completes no
+    /// message (a handshake message cut across records, a ClientHello over 16 KiB, a session ticket)
+    /// ends the call with E_AGAIN even when more whole records wait in `inbound`, and nobody would
+    /// call again: the caller only hears `.needsInput`. So: again while the call consumed input and
+    /// some is left. Each retry consumes at least one byte or stops, so this cannot spin.
+    private func readRecordAndMoreWaits(since pulledBefore: Int) -> Bool {
+        pulledCount > pulledBefore && !inbound.isEmpty
     }
 
     /// GnuTLS waits for the body of a "record" whose header is nonsense; there is no point.
