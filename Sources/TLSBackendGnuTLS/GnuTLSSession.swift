@@ -46,7 +46,13 @@ public final class GnuTLSSession: TLSSession {
     private var renegotiating = false
     private var closeRequested = false
     private var closeNotifySent = false
-    private var peerSentCloseNotify = false
+    /// The peer has ended its data: close_notify, or a TLS 1.3 user_canceled (see `peerCanceled`).
+    private var peerClosed = false
+    /// TLS 1.3: the peer sent user_canceled after the handshake, as JSSE does whenever it closes a
+    /// socket. GnuTLS 3.7 takes every TLS 1.3 alert but close_notify as fatal and then refuses the
+    /// session both ways, so the connection is over in both directions: writes throw `.sessionClosed`
+    /// and no close_notify can be sent back (JSSE does not wait for one).
+    private var peerCanceled = false
     /// Clients that resume: the server name this connection's resumption data is saved under (the
     /// name verified in the full handshake).
     private let resumptionName: String?
@@ -227,7 +233,7 @@ public final class GnuTLSSession: TLSSession {
 
     public func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
         if let failure { throw failure }
-        guard !closeRequested else { throw TLSError(.sessionClosed) }
+        guard !closeRequested && !peerCanceled else { throw TLSError(.sessionClosed) }
         unsent.append(bytes)
         if isHandshakeComplete && !renegotiating {
             if let error = flushUnsent() { throw error }
@@ -238,7 +244,8 @@ public final class GnuTLSSession: TLSSession {
         guard !closeRequested else { return }
         closeRequested = true
         // Before the handshake completes, close_notify waits for it (with any buffered plaintext).
-        if isHandshakeComplete && failure == nil && !renegotiating {
+        // After the peer canceled, GnuTLS sends nothing more.
+        if isHandshakeComplete && failure == nil && !renegotiating && !peerCanceled {
             _ = flushUnsent()
             sendCloseNotify()
         }
@@ -254,7 +261,7 @@ public final class GnuTLSSession: TLSSession {
         saveTicketIfPending()
         if !plaintext.isEmpty { return .plaintextReady }
         if let failure { return .failed(failure) }
-        if peerSentCloseNotify { return .peerClosed }
+        if peerClosed { return .peerClosed }
         return .needsInput
     }
 
@@ -326,7 +333,7 @@ public final class GnuTLSSession: TLSSession {
     }
 
     private func decryptAvailable() {
-        while failure == nil && !peerSentCloseNotify && plaintext.count < plaintextLimit {
+        while failure == nil && !peerClosed && plaintext.count < plaintextLimit {
             let pulledBefore = pulledCount
             let count = gnutls_record_recv(session, scratch.baseAddress, scratch.count)
             if count > 0 {
@@ -334,7 +341,7 @@ public final class GnuTLSSession: TLSSession {
                 continue
             }
             if count == 0 {
-                peerSentCloseNotify = true
+                peerClosed = true
                 return
             }
             let rc = Int32(truncatingIfNeeded: count)
@@ -362,7 +369,18 @@ public final class GnuTLSSession: TLSSession {
                 }
                 continue
             case GNUTLS_E_WARNING_ALERT_RECEIVED:
+                // TLS 1.2 only (GnuTLS reports every TLS 1.3 alert as fatal): e.g. user_canceled.
                 continue
+            case GNUTLS_E_FATAL_ALERT_RECEIVED where negotiatedVersion == .tls13 && gnutls_alert_get(session) == GNUTLS_A_USER_CANCELED:
+                // RFC 8446 §6.1: user_canceled is a closure alert, not an error, and data after a
+                // closure alert MUST be ignored. All the plaintext before it has been delivered and the
+                // alert is authenticated: the peer's clean end. GnuTLS has given the session up, so the
+                // close_notify that follows cannot be read anyway. (OpenSSL ignores user_canceled at
+                // either level and reads on to the close_notify: the same outcome, except that
+                // user_canceled then EOF is an unclean shutdown there.)
+                peerCanceled = true
+                peerClosed = true
+                return
             default:
                 _ = fail(code: rc, duringHandshake: false)
                 return
@@ -628,6 +646,14 @@ extension GnuTLSSession: TLSSessionTestHooks {
             _ = fail(error, code: rc)
             throw error
         }
+    }
+
+    /// Sends a warning alert after the handshake, as peers that are not ours do: JSSE sends
+    /// user_canceled right before close_notify whenever it closes a TLS 1.3 socket.
+    public func sendWarningAlert(_ alert: TLSAlert) throws(TLSError) {
+        guard isHandshakeComplete, failure == nil, !closeNotifySent else { throw TLSError(.sessionClosed) }
+        let rc = gnutls_alert_send(session, GNUTLS_AL_WARNING, gnutls_alert_description_t(UInt32(alert.code)))
+        guard rc == GNUTLS_E_SUCCESS else { throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc)) }
     }
 }
 
