@@ -11,9 +11,7 @@ public struct RecordFraming {
         public var payload: [UInt8]
 
         public static let changeCipherSpec: UInt8 = 20
-        public static let alert: UInt8 = 21
         public static let handshake: UInt8 = 22
-        public static let applicationData: UInt8 = 23
         /// The most a record may carry (RFC 8446 §5.1, RFC 5246 §6.2.1).
         public static let maximumPlaintextLength = 16_384
 
