@@ -38,6 +38,7 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     /// to check that the real policy refuses it.
     init(configuration: TLSConfiguration, priorityOverride: String?) throws(TLSError) {
         try configuration.validate()
+        try Self.checkApplicationProtocols(configuration.applicationProtocols)
         GnuTLSLibrary.ensureInitialized()
 
         var allocated: gnutls_certificate_credentials_t?
@@ -108,6 +109,23 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
                 mtls_gnutls_free(data)
             }
             ticketKey.deallocate()
+        }
+    }
+
+    /// GnuTLS keeps ALPN names in fixed arrays (MAX_ALPN_PROTOCOLS, MAX_ALPN_PROTOCOL_NAME in
+    /// lib/ext/alpn.h), so gnutls_alpn_set_protocols refuses more than 8 names or a name over 31
+    /// bytes. Refused here, once and by name, rather than by every makeSession as "invalid request".
+    static let maximumApplicationProtocols = 8
+    static let maximumApplicationProtocolLength = 31
+
+    private static func checkApplicationProtocols(_ protocols: [String]) throws(TLSError) {
+        if protocols.count > maximumApplicationProtocols {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting(
+                "\(protocols.count) ALPN protocols (GnuTLS offers at most \(maximumApplicationProtocols))")))
+        }
+        for name in protocols where name.utf8.count > maximumApplicationProtocolLength {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting(
+                "ALPN protocol '\(name)' (GnuTLS takes at most \(maximumApplicationProtocolLength) bytes)")))
         }
     }
 
@@ -352,10 +370,26 @@ enum GnuTLSPolicy {
             "+SIGN-RSA-SHA256", "+SIGN-RSA-SHA384", "+SIGN-RSA-SHA512",
             "+SIGN-EdDSA-Ed25519",
             "+CTYPE-X509", "+COMP-NULL",
-            "%SAFE_RENEGOTIATION",
+            safeRenegotiation(for: configuration.role),
             // A server picks by its own order (as the OpenSSL backend does), not the client's.
             "%SERVER_PRECEDENCE",
         ]
         return parts.joined(separator: ":")
+    }
+
+    /// RFC 5746 (renegotiation_info) matters only in TLS 1.2, and only for renegotiation, which our
+    /// sessions refuse whatever this says (see GnuTLSSession.decryptAvailable).
+    ///
+    /// A client insists on it (%SAFE_RENEGOTIATION): only a server that supports it lets the client
+    /// tell its first handshake from one an attacker spliced onto a renegotiation. OpenSSL 3 clients
+    /// refuse such servers too.
+    ///
+    /// A server must not: GnuTLS 3.7 then also demands it from ClientHellos that offer only TLS 1.3,
+    /// which need not carry it (Java and SwiftNIO limited to TLS 1.3 send neither the extension nor
+    /// its SCSV) and were refused with SAFE_RENEGOTIATION_FAILED. %PARTIAL_RENEGOTIATION (GnuTLS's
+    /// default, gnutls-serv's too) still answers renegotiation_info, still refuses renegotiation with
+    /// a client that lacks it, and accepts a first TLS 1.2 handshake without it, as OpenSSL servers do.
+    static func safeRenegotiation(for role: TLSConfiguration.Role) -> String {
+        role == .client ? "%SAFE_RENEGOTIATION" : "%PARTIAL_RENEGOTIATION"
     }
 }

@@ -46,7 +46,13 @@ public final class GnuTLSSession: TLSSession {
     private var renegotiating = false
     private var closeRequested = false
     private var closeNotifySent = false
-    private var peerSentCloseNotify = false
+    /// The peer has ended its data: close_notify, or a TLS 1.3 user_canceled (see `peerCanceled`).
+    private var peerClosed = false
+    /// TLS 1.3: the peer sent user_canceled after the handshake, as JSSE does whenever it closes a
+    /// socket. GnuTLS 3.7 takes every TLS 1.3 alert but close_notify as fatal and then refuses the
+    /// session both ways, so the connection is over in both directions: writes throw `.sessionClosed`
+    /// and no close_notify can be sent back (JSSE does not wait for one).
+    private var peerCanceled = false
     /// Clients that resume: the server name this connection's resumption data is saved under (the
     /// name verified in the full handshake).
     private let resumptionName: String?
@@ -227,7 +233,7 @@ public final class GnuTLSSession: TLSSession {
 
     public func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
         if let failure { throw failure }
-        guard !closeRequested else { throw TLSError(.sessionClosed) }
+        guard !closeRequested && !peerCanceled else { throw TLSError(.sessionClosed) }
         unsent.append(bytes)
         if isHandshakeComplete && !renegotiating {
             if let error = flushUnsent() { throw error }
@@ -238,7 +244,8 @@ public final class GnuTLSSession: TLSSession {
         guard !closeRequested else { return }
         closeRequested = true
         // Before the handshake completes, close_notify waits for it (with any buffered plaintext).
-        if isHandshakeComplete && failure == nil && !renegotiating {
+        // After the peer canceled, GnuTLS sends nothing more.
+        if isHandshakeComplete && failure == nil && !renegotiating && !peerCanceled {
             _ = flushUnsent()
             sendCloseNotify()
         }
@@ -254,12 +261,13 @@ public final class GnuTLSSession: TLSSession {
         saveTicketIfPending()
         if !plaintext.isEmpty { return .plaintextReady }
         if let failure { return .failed(failure) }
-        if peerSentCloseNotify { return .peerClosed }
+        if peerClosed { return .peerClosed }
         return .needsInput
     }
 
     private func advanceHandshake() -> TLSProgress {
         while true {
+            let pulledBefore = pulledCount
             let rc = gnutls_handshake(session)
             switch rc {
             case GNUTLS_E_SUCCESS:
@@ -277,6 +285,7 @@ public final class GnuTLSSession: TLSSession {
                 return .handshakeComplete
             case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
                 if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if readRecordAndMoreWaits(since: pulledBefore) { continue }
                 if inboundEnded && inbound.isEmpty {
                     return fail(TLSError(.handshakeFailed(.unexpectedEOF)), code: nil)
                 }
@@ -293,6 +302,7 @@ public final class GnuTLSSession: TLSSession {
     /// Continues a renegotiation this client started. Nil means: go on decrypting.
     private func advanceRenegotiation() -> TLSProgress? {
         while true {
+            let pulledBefore = pulledCount
             let rc = gnutls_handshake(session)
             switch rc {
             case GNUTLS_E_SUCCESS:
@@ -302,6 +312,7 @@ public final class GnuTLSSession: TLSSession {
                 return nil
             case GNUTLS_E_AGAIN, GNUTLS_E_INTERRUPTED:
                 if let garbage = nonTLSInputError() { return fail(garbage, code: nil) }
+                if readRecordAndMoreWaits(since: pulledBefore) { continue }
                 if inboundEnded && inbound.isEmpty {
                     return fail(TLSError(.uncleanShutdown), code: nil)
                 }
@@ -322,15 +333,15 @@ public final class GnuTLSSession: TLSSession {
     }
 
     private func decryptAvailable() {
-        while failure == nil && !peerSentCloseNotify && plaintext.count < plaintextLimit {
-            let unreadBefore = inbound.count
+        while failure == nil && !peerClosed && plaintext.count < plaintextLimit {
+            let pulledBefore = pulledCount
             let count = gnutls_record_recv(session, scratch.baseAddress, scratch.count)
             if count > 0 {
                 plaintext.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
                 continue
             }
             if count == 0 {
-                peerSentCloseNotify = true
+                peerClosed = true
                 return
             }
             let rc = Int32(truncatingIfNeeded: count)
@@ -340,9 +351,8 @@ public final class GnuTLSSession: TLSSession {
                     _ = fail(garbage, code: nil)
                 } else if inboundEnded && inbound.isEmpty {
                     _ = fail(TLSError(.uncleanShutdown), code: nil)
-                } else if !inbound.isEmpty && inbound.count < unreadBefore {
-                    // GnuTLS answers E_AGAIN after it consumed a post-handshake message (a TLS 1.3
-                    // session ticket) even when application records follow in the same read.
+                } else if readRecordAndMoreWaits(since: pulledBefore) {
+                    // E.g. a TLS 1.3 session ticket, with application records behind it.
                     continue
                 }
                 return
@@ -359,7 +369,18 @@ public final class GnuTLSSession: TLSSession {
                 }
                 continue
             case GNUTLS_E_WARNING_ALERT_RECEIVED:
+                // TLS 1.2 only (GnuTLS reports every TLS 1.3 alert as fatal): e.g. user_canceled.
                 continue
+            case GNUTLS_E_FATAL_ALERT_RECEIVED where negotiatedVersion == .tls13 && gnutls_alert_get(session) == GNUTLS_A_USER_CANCELED:
+                // RFC 8446 §6.1: user_canceled is a closure alert, not an error, and data after a
+                // closure alert MUST be ignored. All the plaintext before it has been delivered and the
+                // alert is authenticated: the peer's clean end. GnuTLS has given the session up, so the
+                // close_notify that follows cannot be read anyway. (OpenSSL ignores user_canceled at
+                // either level and reads on to the close_notify: the same outcome, except that
+                // user_canceled then EOF is an unclean shutdown there.)
+                peerCanceled = true
+                peerClosed = true
+                return
             default:
                 _ = fail(code: rc, duringHandshake: false)
                 return
@@ -492,6 +513,17 @@ public final class GnuTLSSession: TLSSession {
         }
     }
 
+    /// Whether a GnuTLS call that just returned E_AGAIN should be made again at once.
+    ///
+    /// GnuTLS reads one record per attempt and pulls exactly its bytes. A record that completes no
+    /// message (a handshake message cut across records, a ClientHello over 16 KiB, a session ticket)
+    /// ends the call with E_AGAIN even when more whole records wait in `inbound`, and nobody would
+    /// call again: the caller only hears `.needsInput`. So: again while the call consumed input and
+    /// some is left. Each retry consumes at least one byte or stops, so this cannot spin.
+    private func readRecordAndMoreWaits(since pulledBefore: Int) -> Bool {
+        pulledCount > pulledBefore && !inbound.isEmpty
+    }
+
     /// GnuTLS waits for the body of a "record" whose header is nonsense; there is no point.
     private func nonTLSInputError() -> TLSError? {
         guard let offset = scanner.firstBadHeaderOffset, pulledCount > offset else { return nil }
@@ -614,6 +646,14 @@ extension GnuTLSSession: TLSSessionTestHooks {
             _ = fail(error, code: rc)
             throw error
         }
+    }
+
+    /// Sends a warning alert after the handshake, as peers that are not ours do: JSSE sends
+    /// user_canceled right before close_notify whenever it closes a TLS 1.3 socket.
+    public func sendWarningAlert(_ alert: TLSAlert) throws(TLSError) {
+        guard isHandshakeComplete, failure == nil, !closeNotifySent else { throw TLSError(.sessionClosed) }
+        let rc = gnutls_alert_send(session, GNUTLS_AL_WARNING, gnutls_alert_description_t(UInt32(alert.code)))
+        guard rc == GNUTLS_E_SUCCESS else { throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc)) }
     }
 }
 

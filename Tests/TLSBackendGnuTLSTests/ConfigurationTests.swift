@@ -68,6 +68,23 @@ import TLSContract
         #expect(configurationError(configuration)?.reason == .configuration(file: nil, problem: .noTrustRoots))
     }
 
+    @Test("ALPN lists GnuTLS cannot hold are refused when the context is made, naming the limit")
+    func applicationProtocolLimits() {
+        let eight = (1...8).map { "proto-\($0)" }
+        #expect(configurationError(Fixture.clientConfig(applicationProtocols: eight)) == nil)
+        let longest = String(repeating: "x", count: GnuTLSContext.maximumApplicationProtocolLength)
+        #expect(configurationError(Fixture.serverConfig(applicationProtocols: [longest])) == nil)
+
+        let nine = configurationError(Fixture.clientConfig(applicationProtocols: eight + ["proto-9"]))
+        #expect(nine?.reason == .configuration(file: nil, problem: .invalidSetting("9 ALPN protocols (GnuTLS offers at most 8)")))
+        let tooLong = configurationError(Fixture.serverConfig(applicationProtocols: [longest + "x"]))
+        guard case .configuration(nil, .invalidSetting(let what))? = tooLong?.reason else {
+            Issue.record("a 32-byte ALPN name was accepted: \(String(describing: tooLong))")
+            return
+        }
+        #expect(what.contains("at most 31 bytes"))
+    }
+
     @Test func pkcs12Bundles() throws {
         let directory = try TemporaryDirectory()
         let certificate = try directory.write("server.pem", pki.server.chainPEM)

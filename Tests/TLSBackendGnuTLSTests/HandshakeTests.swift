@@ -20,6 +20,10 @@ import TLSContract
         #expect(!both.contains("CBC") && !both.contains("+RSA:") && !both.contains("SHA1"))
         let only13 = GnuTLSPolicy.priorityString(for: Fixture.serverConfig(minimumVersion: .tls13))
         #expect(only13.contains("+VERS-TLS1.3") && !only13.contains("+VERS-TLS1.2"))
+        // RFC 5746: clients insist on it, servers answer it without demanding it (TLS 1.3 hellos lack it).
+        #expect(both.contains(":%PARTIAL_RENEGOTIATION:") && !both.contains("SAFE_RENEGOTIATION"))
+        let client = GnuTLSPolicy.priorityString(for: Fixture.clientConfig())
+        #expect(client.contains(":%SAFE_RENEGOTIATION:") && !client.contains("PARTIAL_RENEGOTIATION"))
         let context = try GnuTLSContext(configuration: Fixture.serverConfig())
         #expect(context.backendName == "gnutls")
         #expect(context.priorityString == both)
