@@ -36,11 +36,14 @@ public enum KeyType: String, CaseIterable, Sendable, CustomStringConvertible {
 public enum KeyPurpose: Sendable, Hashable, CaseIterable {
     case serverAuth
     case clientAuth
+    /// anyExtendedKeyUsage: for test fixtures (verifiers refuse it alone in a TLS leaf).
+    case anyExtendedKeyUsage
 
     var usage: ExtendedKeyUsage.Usage {
         switch self {
         case .serverAuth: return .serverAuth
         case .clientAuth: return .clientAuth
+        case .anyExtendedKeyUsage: return .any
         }
     }
 }

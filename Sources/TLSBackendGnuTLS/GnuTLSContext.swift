@@ -371,6 +371,9 @@ enum GnuTLSPolicy {
             "+SIGN-EdDSA-Ed25519",
             "+CTYPE-X509", "+COMP-NULL",
             safeRenegotiation(for: configuration.role),
+            // The contract's key-size floor (PeerVerification): the medium verification profile
+            // refuses RSA keys under 2048 bits; GnuTLS refuses SHA-1 certificate signatures by default.
+            "%PROFILE_MEDIUM",
             // A server picks by its own order (as the OpenSSL backend does), not the client's.
             "%SERVER_PRECEDENCE",
         ]

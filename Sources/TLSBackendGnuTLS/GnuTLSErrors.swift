@@ -71,12 +71,13 @@ enum GnuTLSErrors {
     }
 
     /// One problem from GnuTLS's status bits. When several are set the most fundamental wins:
-    /// untrusted issuer > expired > not yet valid > wrong usage > wrong name > invalid.
+    /// insecure algorithm > untrusted issuer > expired > not yet valid > wrong usage > wrong name > invalid.
+    /// (A weak key or SHA-1 signature comes first, as OpenSSL reports it before the rest.)
     static func certificateProblem(status: UInt32) -> TLSError.CertificateProblem {
         func has(_ flag: gnutls_certificate_status_t) -> Bool { status & flag.rawValue != 0 }
+        if has(GNUTLS_CERT_INSECURE_ALGORITHM) { return .insecureAlgorithm }
         if has(GNUTLS_CERT_SIGNER_NOT_FOUND) || has(GNUTLS_CERT_SIGNER_NOT_CA)
-            || has(GNUTLS_CERT_SIGNATURE_FAILURE) || has(GNUTLS_CERT_INSECURE_ALGORITHM)
-            || has(GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE) {
+            || has(GNUTLS_CERT_SIGNATURE_FAILURE) || has(GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE) {
             return .untrustedIssuer
         }
         if has(GNUTLS_CERT_EXPIRED) { return .expired }

@@ -17,13 +17,9 @@ public final class GnuTLSSession: TLSSession {
     /// Owned by this object; gnutls_deinit in deinit. After that no callback can fire, which is
     /// what makes the unretained transport pointer below safe.
     fileprivate let session: gnutls_session_t
-    /// What `verifyPeer` checks the peer against (expected name, key purpose), read during every
-    /// handshake, renegotiation included. Allocated here, lives as long as `session`, freed in deinit.
-    /// (GnuTLS's own gnutls_session_set_verify_cert keeps such pointers too: a Swift String would dangle.)
-    fileprivate let verifyData: UnsafeMutableBufferPointer<gnutls_typed_vdata_st>
-    fileprivate let verifyDataCount: UInt32
-    /// The NUL-terminated strings and raw IP bytes `verifyData` points into; freed in deinit.
-    private let verifyStorage: [UnsafeMutableBufferPointer<UInt8>]
+    /// Clients: the server name the contract's check expects (nil with a pinned key only), and the pin.
+    fileprivate let expectedServerName: String?
+    fileprivate let pinnedServerPublicKey: [UInt8]?
     /// Decryption target for gnutls_record_recv, one maximum-size record; freed in deinit.
     private let scratch: UnsafeMutableRawBufferPointer
 
@@ -42,6 +38,10 @@ public final class GnuTLSSession: TLSSession {
 
     /// What `verifyPeer` found, for mapping a verification failure to one problem.
     fileprivate var verifyStatus: UInt32 = 0
+    /// Set by `verifyPeer`: the identity of a peer that passed both GnuTLS's verification and the
+    /// contract's rules, or the contract's refusal.
+    fileprivate var verifiedIdentity: PeerIdentity?
+    fileprivate var policyRefusal: TLSError?
     private var failure: TLSError?
     private var renegotiating = false
     private var closeRequested = false
@@ -80,11 +80,8 @@ public final class GnuTLSSession: TLSSession {
             throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc))
         }
 
-        var storage: [UnsafeMutableBufferPointer<UInt8>] = []
-        var entries: [gnutls_typed_vdata_st] = []
         func fail(_ code: Int32) -> TLSError {
             gnutls_deinit(session)
-            for buffer in storage { buffer.deallocate() }
             return TLSError(.internalError, detail: GnuTLSLibrary.describe(code))
         }
 
@@ -111,29 +108,13 @@ public final class GnuTLSSession: TLSSession {
             // Tickets only: no gnutls_db_* functions are set, so there is no session-ID cache.
             rc = context.enableTickets(on: session)
             if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
-            if configuration.clientAuthentication != .none {
-                let purpose = Self.ownedBytes(Array("1.3.6.1.5.5.7.3.2".utf8) + [0])  // id-kp-clientAuth
-                storage.append(purpose)
-                entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_KEY_PURPOSE_OID, data: purpose.baseAddress, size: 0))
-            }
         case .client:
-            if let name = serverName {
-                if let address = IPAddressText.parse(name) {
-                    // IP literals are never sent as SNI (RFC 6066) and are matched against IP SANs.
-                    let raw = Self.ownedBytes(address)
-                    storage.append(raw)
-                    entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_IP_ADDRESS, data: raw.baseAddress, size: UInt32(raw.count)))
-                } else {
-                    rc = gnutls_server_name_set(session, GNUTLS_NAME_DNS, name, name.utf8.count)
-                    if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
-                    let host = Self.ownedBytes(Array(name.utf8) + [0])
-                    storage.append(host)
-                    entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_DNS_HOSTNAME, data: host.baseAddress, size: 0))
-                }
+            // SNI for DNS names; IP literals are never sent as SNI (RFC 6066). The name and the key
+            // purpose are checked by the contract (PeerVerification), not by GnuTLS.
+            if let name = serverName, IPAddressText.parse(name) == nil {
+                rc = gnutls_server_name_set(session, GNUTLS_NAME_DNS, name, name.utf8.count)
+                if rc != GNUTLS_E_SUCCESS { throw fail(rc) }
             }
-            let purpose = Self.ownedBytes(Array("1.3.6.1.5.5.7.3.1".utf8) + [0])  // id-kp-serverAuth
-            storage.append(purpose)
-            entries.append(gnutls_typed_vdata_st(type: GNUTLS_DT_KEY_PURPOSE_OID, data: purpose.baseAddress, size: 0))
         }
 
         if !configuration.applicationProtocols.isEmpty {
@@ -165,11 +146,8 @@ public final class GnuTLSSession: TLSSession {
                 session, UInt32(GNUTLS_HANDSHAKE_NEW_SESSION_TICKET.rawValue), GNUTLS_HOOK_POST, ticketArrived)
         }
 
-        let verifyData = UnsafeMutableBufferPointer<gnutls_typed_vdata_st>.allocate(capacity: max(1, entries.count))
-        _ = verifyData.initialize(from: entries)
-        self.verifyData = verifyData
-        self.verifyDataCount = UInt32(entries.count)
-        self.verifyStorage = storage
+        self.expectedServerName = configuration.role == .client ? serverName : nil
+        self.pinnedServerPublicKey = configuration.role == .client ? configuration.pinnedServerPublicKey : nil
         self.session = session
         self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.maxRecordPlaintext, alignment: 16)
         self.resumptionName = resumptionName
@@ -192,8 +170,6 @@ public final class GnuTLSSession: TLSSession {
 
     deinit {
         gnutls_deinit(session)
-        verifyData.deallocate()
-        for buffer in verifyStorage { buffer.deallocate() }
         scratch.deallocate()
     }
 
@@ -501,6 +477,7 @@ public final class GnuTLSSession: TLSSession {
         case .wrongUsage: return .unsupportedCertificate
         case .wrongName: return .handshakeFailure
         case .notAuthorized: return .accessDenied
+        case .insecureAlgorithm: return .badCertificate
         case .invalid: return .badCertificate
         }
     }
@@ -531,6 +508,7 @@ public final class GnuTLSSession: TLSSession {
     }
 
     private func mapError(_ code: Int32, duringHandshake: Bool) -> TLSError {
+        if code == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR, let policyRefusal { return policyRefusal }
         let detail = GnuTLSLibrary.describe(code)
         var plaintextAlert: UInt8?
         if let alert = scanner.lastPlaintextAlert, pulledCount >= alert.end {
@@ -582,15 +560,23 @@ public final class GnuTLSSession: TLSSession {
             applicationProtocol: applicationProtocol,
             resumed: gnutls_session_is_resumed(session) != 0)
 
+        if negotiated?.resumed == true {
+            // No verification ran: the identity comes from the resumed session's data, accepted
+            // only while the certificate is still valid.
+            let chain = peerCertificateChain()
+            peerIdentity = chain.isEmpty ? nil : try PeerVerification.checkResumed(chainDER: chain)
+        } else {
+            peerIdentity = verifiedIdentity
+        }
+    }
+
+    /// The peer's certificates as it sent them (or as the resumed session recorded them), leaf
+    /// first. The array and its data belong to the session and change on the next handshake: copied.
+    fileprivate func peerCertificateChain() -> [[UInt8]] {
         var count: UInt32 = 0
-        // The array and its data belong to the session and change on the next handshake; copied here.
-        if let list = gnutls_certificate_get_peers(session, &count), count > 0 {
-            var chain: [[UInt8]] = []
-            for index in 0..<Int(count) {
-                let datum = list[index]
-                chain.append(Array(UnsafeBufferPointer(start: datum.data, count: Int(datum.size))))
-            }
-            peerIdentity = try PeerIdentity.verified(certificateChainDER: chain)
+        guard let list = gnutls_certificate_get_peers(session, &count), count > 0 else { return [] }
+        return (0..<Int(count)).map { index in
+            Array(UnsafeBufferPointer(start: list[index].data, count: Int(list[index].size)))
         }
     }
 
@@ -684,25 +670,35 @@ private func gnutlsPull(_ pointer: gnutls_transport_ptr_t?, _ data: UnsafeMutabl
     return count
 }
 
-/// Verifies the peer's chain against our trust roots, the expected name and the key purpose.
-/// Runs inside gnutls_handshake; it only records the status on the owner, never calls into it.
+/// Verifies the peer's chain against our trust roots (GnuTLS), then applies the contract's rules
+/// (names, key purpose, chain length: PeerVerification). Runs inside gnutls_handshake; it records
+/// its findings on the owner and never calls into the session's state machine.
 private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
     guard let session, let pointer = gnutls_session_get_ptr(session) else { return GNUTLS_E_INTERNAL_ERROR }
     let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
-    var count: UInt32 = 0
-    if gnutls_certificate_get_peers(session, &count) == nil || count == 0 {
+    let chain = owner.peerCertificateChain()
+    if chain.isEmpty {
         // A server asking with `.optional` accepts no certificate; `.require` is enforced by GnuTLS
         // before this runs, and a client always needs one.
         return owner.role == .server ? GNUTLS_E_SUCCESS : GNUTLS_E_NO_CERTIFICATE_FOUND
     }
     var status: UInt32 = 0
-    let rc = gnutls_certificate_verify_peers(session, owner.verifyData.baseAddress, owner.verifyDataCount, &status)
+    let rc = gnutls_certificate_verify_peers(session, nil, 0, &status)
     if rc < 0 {
         owner.verifyStatus = GNUTLS_CERT_INVALID.rawValue
         return rc
     }
     owner.verifyStatus = status
-    return status == 0 ? GNUTLS_E_SUCCESS : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR
+    guard status == 0 else { return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR }
+    do throws(TLSError) {
+        owner.verifiedIdentity = try PeerVerification.check(
+            chainDER: chain, peerRole: owner.role == .server ? .client : .server,
+            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+        return GNUTLS_E_SUCCESS
+    } catch {
+        owner.policyRefusal = error
+        return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR
+    }
 }
 
 /// Client: a TLS 1.3 NewSessionTicket has been processed and stored in the session. Only marks the

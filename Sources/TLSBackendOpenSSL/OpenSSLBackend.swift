@@ -238,7 +238,37 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             case .require: mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
             }
         }
-        SSL_CTX_set_verify(ctx, mode, nil)
+        SSL_CTX_set_verify(ctx, mode, verifyCallback)
+        // Any certificate given as a trust root is an anchor, self-signed or not (PeerVerification).
+        _ = X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), UInt(X509_V_FLAG_PARTIAL_CHAIN))
+    }
+}
+
+/// OpenSSL has verified the chain up to depth 0 (`preverified`): apply the contract's rules to the
+/// chain it built (PeerVerification) and record the outcome on the session, which this callback
+/// never drives. A refusal becomes X509_V_ERR_APPLICATION_VERIFICATION; the session then reports
+/// the contract's error (see OpenSSLSession.handshakeFailure).
+private let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { preverified, store in
+    guard preverified == 1, let store, X509_STORE_CTX_get_error_depth(store) == 0 else { return preverified }
+    guard let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
+          let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
+          let built = X509_STORE_CTX_get0_chain(store)
+    else { return 0 }
+    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    var chain: [[UInt8]] = []
+    for index in 0..<mtls_sk_X509_num(built) {
+        guard let certificate = mtls_sk_X509_value(built, index), let der = OpenSSLPEM.der(certificate) else { return 0 }
+        chain.append(der)
+    }
+    do throws(TLSError) {
+        owner.verifiedIdentity = try PeerVerification.check(
+            chainDER: chain, peerRole: owner.role == .server ? .client : .server,
+            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+        return 1
+    } catch {
+        owner.policyRefusal = error
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION)
+        return 0
     }
 }
 
@@ -310,22 +340,20 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
 /// with the rest of the session. Tickets issued on a resumed connection come from a copy of the
 /// resumed session, which already carries that app data (ssl_session_dup copies it): left as is.
 private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
+    // The client's certification path as verified (not whatever else it sent), minus the leaf,
+    // which the ticket's session holds already.
     guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl),
-          let stack = SSL_get_peer_cert_chain(ssl)
+          let owner = mtls_SSL_get_app_data(ssl),
+          let path = Unmanaged<OpenSSLSession>.fromOpaque(owner).takeUnretainedValue().verifiedIdentity?.certificateChainDER,
+          path.count > 1
     else { return 1 }
-    let leaf = SSL_get0_peer_certificate(ssl).flatMap { OpenSSLPEM.der($0) }
     var data: [UInt8] = []
-    for index in 0..<mtls_sk_X509_num(stack) {
-        // The server's view of the chain leaves the leaf out; skip it anyway if a build includes it.
-        guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
-              der != leaf
-        else { continue }
+    for der in path.dropFirst() {
         let count = UInt32(der.count)
         data += [UInt8(count >> 24), UInt8(truncatingIfNeeded: count >> 16), UInt8(truncatingIfNeeded: count >> 8),
                  UInt8(truncatingIfNeeded: count)]
         data += der
     }
-    guard !data.isEmpty else { return 1 }
     return SSL_SESSION_set1_ticket_appdata(session, data, data.count) == 1 ? 1 : 0
 }
 

@@ -19,7 +19,8 @@ enum OpenSSLErrors {
     }
 
     /// Classifies a failed handshake or record operation from the first SSL-library reason code.
-    static func classify(ssl: OpaquePointer, handshakeComplete: Bool, renegotiationSeen: Bool) -> TLSError {
+    static func classify(ssl: OpaquePointer, handshakeComplete: Bool, renegotiationSeen: Bool,
+                         policyRefusal: TLSError? = nil) -> TLSError {
         // The SSL library's own verdict is pushed last, after whatever lower layer (ASN.1, EVP) it called.
         let lastCode = ERR_peek_last_error()
         let reasonCode = mtls_ERR_GET_REASON(lastCode)
@@ -35,6 +36,8 @@ enum OpenSSLErrors {
         switch reasonCode {
         case SSL_R_CERTIFICATE_VERIFY_FAILED:
             let result = SSL_get_verify_result(ssl)
+            // Refused by the contract's rules (from the verify callback): its error, word for word.
+            if result == X509_V_ERR_APPLICATION_VERIFICATION, let policyRefusal { return policyRefusal }
             reason = .certificateRejected(certificateProblem(verifyResult: Int32(result)))
             let verifyText = X509_verify_cert_error_string(result).map { String(cString: $0) } ?? ""
             return TLSError(reason, detail: [verifyText, detail].filter { !$0.isEmpty }.joined(separator: "; "))
@@ -72,9 +75,10 @@ enum OpenSSLErrors {
              X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
              X509_V_ERR_CERT_SIGNATURE_FAILURE, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
              X509_V_ERR_CERT_UNTRUSTED, X509_V_ERR_INVALID_CA, X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE,
-             X509_V_ERR_CERT_REJECTED, X509_V_ERR_CA_KEY_TOO_SMALL, X509_V_ERR_CA_MD_TOO_WEAK,
-             X509_V_ERR_AKID_SKID_MISMATCH, X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH:
+             X509_V_ERR_CERT_REJECTED, X509_V_ERR_AKID_SKID_MISMATCH, X509_V_ERR_AKID_ISSUER_SERIAL_MISMATCH:
             return .untrustedIssuer
+        case X509_V_ERR_CA_KEY_TOO_SMALL, X509_V_ERR_CA_MD_TOO_WEAK, X509_V_ERR_EE_KEY_TOO_SMALL:
+            return .insecureAlgorithm
         case X509_V_ERR_CERT_HAS_EXPIRED:
             return .expired
         case X509_V_ERR_CERT_NOT_YET_VALID:

@@ -34,11 +34,20 @@ public final class OpenSSLSession: TLSSession {
     let resumptionName: String?
     /// Whether a saved session was offered, so that a failed handshake drops it.
     private var offeredSavedSession = false
+    /// Clients: what the contract's check expects of the server (see PeerVerification).
+    let expectedServerName: String?
+    let pinnedServerPublicKey: [UInt8]?
+    /// Set by the verify callback: the identity of a peer that passed OpenSSL's verification and the
+    /// contract's rules, or the contract's refusal.
+    var verifiedIdentity: PeerIdentity?
+    var policyRefusal: TLSError?
 
     init(context: OpenSSLContext, serverName: String?) throws(TLSError) {
         self.context = context
         self.role = context.configuration.role
         self.resumptionName = context.resumption != nil ? serverName : nil
+        self.expectedServerName = context.configuration.role == .client ? serverName : nil
+        self.pinnedServerPublicKey = context.configuration.role == .client ? context.configuration.pinnedServerPublicKey : nil
         ERR_clear_error()
         guard let ssl = SSL_new(context.ctx), let inbound = BIO_new(BIO_s_mem()), let outbound = BIO_new(BIO_s_mem()) else {
             throw OpenSSLErrors.collect(.internalError)
@@ -85,17 +94,12 @@ public final class OpenSSLSession: TLSSession {
         SSL_free(ssl)
     }
 
-    /// SNI for DNS names; verification against DNS or IP SANs.
+    /// SNI for DNS names (never for IP literals, RFC 6066). The name itself is checked by the
+    /// contract (PeerVerification, from the verify callback), not by OpenSSL.
     private func expectServerName(_ name: String) throws(TLSError) {
-        if IPAddressText.parse(name) != nil {
-            let bare = name.hasPrefix("[") ? String(name.dropFirst().dropLast()) : name
-            guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), bare) == 1 else {
-                throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("server name '\(name)'")))
-            }
-        } else {
-            guard mtls_SSL_set_tlsext_host_name(ssl, name) == 1, SSL_set1_host(ssl, name) == 1 else {
-                throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("server name '\(name)'")))
-            }
+        guard IPAddressText.parse(name) == nil else { return }
+        guard mtls_SSL_set_tlsext_host_name(ssl, name) == 1 else {
+            throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("server name '\(name)'")))
         }
     }
 
@@ -149,7 +153,8 @@ public final class OpenSSLSession: TLSSession {
             }
             return .needsInput
         }
-        return failHandshake(OpenSSLErrors.classify(ssl: ssl, handshakeComplete: false, renegotiationSeen: false))
+        return failHandshake(OpenSSLErrors.classify(ssl: ssl, handshakeComplete: false, renegotiationSeen: false,
+                                                    policyRefusal: policyRefusal))
     }
 
     /// A handshake that offered a saved session and failed forgets that session, so that a server
@@ -260,6 +265,9 @@ public final class OpenSSLSession: TLSSession {
     // MARK: Handshake results
 
     private func readPeerIdentity() throws(TLSError) -> PeerIdentity? {
+        guard SSL_session_reused(ssl) == 1 else { return verifiedIdentity }
+        // Resumed: no verification ran. The identity comes from the session, accepted only while its
+        // certificate is still valid.
         guard let leaf = SSL_get0_peer_certificate(ssl), let leafDER = OpenSSLPEM.der(leaf) else { return nil }
         var chain = [leafDER]
         if role == .server && SSL_session_reused(ssl) == 1 {
@@ -277,7 +285,7 @@ public final class OpenSSLSession: TLSSession {
                 chain.append(der)
             }
         }
-        return try PeerIdentity.verified(certificateChainDER: chain)
+        return try PeerVerification.checkResumed(chainDER: chain)
     }
 
     private func readNegotiatedParameters() -> NegotiatedParameters {

@@ -7,7 +7,9 @@ import X509
 /// chain and this type parses it, so identity and authorization behave the same whichever library
 /// verified the chain.
 public struct PeerIdentity: Sendable, Hashable {
-    /// The peer's chain as sent, leaf first.
+    /// The peer's certification path, leaf first: each next certificate issued the one before,
+    /// up to (not including) a self-issued root. Certificates the peer sent that are not on that
+    /// path (padding, strays) are not here.
     public let certificateChainDER: [[UInt8]]
     /// The leaf's subject, RFC 4514 style ("CN=client,O=swift-mtls").
     public let subject: String
@@ -20,18 +22,29 @@ public struct PeerIdentity: Sendable, Hashable {
     public let notValidAfter: Date
     /// SHA-256 of the leaf's SubjectPublicKeyInfo, the value to pin.
     public let spkiSHA256: [UInt8]
+    /// The leaf's extended key usage: nil when it has no such extension (any purpose, RFC 5280).
+    public let extendedKeyUsage: Set<KeyPurpose>?
 
-    public init(certificateChainDER: [[UInt8]]) throws(TLSError) {
-        guard let leafDER = certificateChainDER.first else {
+    /// The purposes of an extended key usage extension that verification looks at.
+    public enum KeyPurpose: Sendable, Hashable {
+        case serverAuth, clientAuth, anyExtendedKeyUsage, other
+    }
+
+    /// Parses `certificateChainDER` (leaf first, as a backend hands it over) and keeps its
+    /// certification path (see `certificateChainDER`).
+    public init(certificateChainDER chain: [[UInt8]]) throws(TLSError) {
+        guard let leafDER = chain.first else {
             throw TLSError(.certificateRejected(.missing))
         }
-        let leaf: Certificate
+        var parsed: [Certificate] = []
         do {
-            leaf = try Certificate(derEncoded: leafDER)
+            for der in chain { parsed.append(try Certificate(derEncoded: der)) }
         } catch {
-            throw TLSError(.certificateRejected(.invalid), detail: "cannot parse the peer certificate: \(error)")
+            // swift-certificates refuses RSA keys below 2048 bits as well as unknown algorithms.
+            throw TLSError(.certificateRejected(.invalid), detail: "cannot parse a certificate of the peer's chain: \(error)")
         }
-        self.certificateChainDER = certificateChainDER
+        let leaf = parsed[0]
+        self.certificateChainDER = Self.certificationPath(chain, parsed: parsed, leafDER: leafDER)
         self.subject = leaf.subject.description
         self.issuer = leaf.issuer.description
         self.commonName = leaf.subject.lazy.flatMap { $0 }
@@ -58,6 +71,35 @@ public struct PeerIdentity: Sendable, Hashable {
         var serializer = DER.Serializer()
         try? serializer.serialize(leaf.publicKey)
         self.spkiSHA256 = Array(SHA256.hash(data: serializer.serializedBytes))
+        if let usage = try? leaf.extensions.extendedKeyUsage {
+            self.extendedKeyUsage = Set(usage.map { purpose -> KeyPurpose in
+                switch purpose {
+                case .serverAuth: return .serverAuth
+                case .clientAuth: return .clientAuth
+                case .any: return .anyExtendedKeyUsage
+                default: return .other
+                }
+            })
+        } else {
+            self.extendedKeyUsage = nil
+        }
+    }
+
+    /// The leaf, then each certificate that issued the one before it (by name), stopping before a
+    /// self-issued root (a trust anchor; the leaf itself stays, for a pinned self-signed peer).
+    private static func certificationPath(_ chain: [[UInt8]], parsed: [Certificate], leafDER: [UInt8]) -> [[UInt8]] {
+        var path = [leafDER]
+        var used: Set<Int> = [0]
+        var current = parsed[0]
+        while path.count < chain.count {
+            guard let next = parsed.indices.first(where: { !used.contains($0) && parsed[$0].subject == current.issuer }),
+                  parsed[next].subject != parsed[next].issuer
+            else { break }
+            used.insert(next)
+            path.append(chain[next])
+            current = parsed[next]
+        }
+        return path
     }
 
     /// The name a log line or a greeting uses: CN, else the first SAN.
@@ -104,34 +146,46 @@ public enum IPAddressText {
 }
 
 extension PeerIdentity {
-    /// The identity for a verified chain, parsed once per distinct chain: services reconnect with the
-    /// same certificate again and again, and parsing it costs about 6 % of a server's handshake.
-    /// Both backends call this, so identities stay parsed the same way whichever backend verified.
-    public static func verified(certificateChainDER chain: [[UInt8]]) throws(TLSError) -> PeerIdentity {
+    /// Parses a chain, once per distinct chain: services reconnect with the same certificate again
+    /// and again, and parsing it costs about 6 % of a server's handshake. It checks nothing: call it
+    /// only for a chain the library has verified (or, resumed, had verified). Both backends call
+    /// this, so identities are parsed the same way whichever backend verified.
+    public static func parsingCached(certificateChainDER chain: [[UInt8]]) throws(TLSError) -> PeerIdentity {
         if let known = ParsedIdentities.shared.lookup(chain) { return known }
         let identity = try PeerIdentity(certificateChainDER: chain)
-        ParsedIdentities.shared.remember(identity)
+        ParsedIdentities.shared.remember(identity, for: chain)
         return identity
     }
 }
 
-/// A small process-wide cache of parsed identities, keyed by the chain's DER. Bounded: when full it
-/// starts over, which costs one parse per chain and never grows with the number of peers.
+/// A process-wide cache of parsed identities, keyed by the chain's DER as handed over. Bounded in
+/// bytes, not entries: a peer that pads its chain cannot make it hold more. When full it starts
+/// over, which costs one parse per chain and never grows with the number of peers.
 private final class ParsedIdentities: @unchecked Sendable {
     static let shared = ParsedIdentities()
-    static let capacity = 1024
+    /// About 1,000 ordinary two-certificate chains.
+    static let capacityBytes = 2 * 1024 * 1024
+    /// A chain larger than this is parsed every time rather than cached.
+    static let largestCachedChainBytes = 16 * 1024
 
     private let lock = NSLock()
     private var identities: [[[UInt8]]: PeerIdentity] = [:]
+    private var storedBytes = 0
 
     func lookup(_ chain: [[UInt8]]) -> PeerIdentity? {
         lock.withLock { identities[chain] }
     }
 
-    func remember(_ identity: PeerIdentity) {
+    func remember(_ identity: PeerIdentity, for chain: [[UInt8]]) {
+        // The key and the identity's own path, counted both.
+        let cost = chain.reduce(0) { $0 + $1.count } + identity.certificateChainDER.reduce(0) { $0 + $1.count }
+        guard cost <= Self.largestCachedChainBytes else { return }
         lock.withLock {
-            if identities.count >= Self.capacity { identities.removeAll(keepingCapacity: true) }
-            identities[identity.certificateChainDER] = identity
+            if storedBytes + cost > Self.capacityBytes {
+                identities.removeAll(keepingCapacity: true)
+                storedBytes = 0
+            }
+            if identities.updateValue(identity, forKey: chain) == nil { storedBytes += cost }
         }
     }
 }

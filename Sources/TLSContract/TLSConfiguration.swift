@@ -42,7 +42,12 @@ public struct TLSConfiguration: Sendable {
     /// Servers only: whether a client certificate is requested and required.
     public var clientAuthentication: ClientAuthentication
     /// Clients: the name sent as SNI and verified against the server's SANs (DNS name or IP address).
+    /// A client needs it, or `pinnedServerPublicKey`.
     public var serverName: String?
+    /// Clients: the SHA-256 of the server leaf's SubjectPublicKeyInfo. Checked in addition to the
+    /// name when both are set; alone, it replaces the name check (a self-signed server whose names
+    /// are not known in advance), never silently.
+    public var pinnedServerPublicKey: [UInt8]?
     public var minimumVersion: TLSVersion
     public var maximumVersion: TLSVersion
     /// ALPN protocols, most preferred first. Empty means no ALPN.
@@ -111,6 +116,12 @@ public struct TLSConfiguration: Sendable {
         }
         if role == .server && identity == nil {
             throw TLSError(.configuration(file: nil, problem: .missingIdentity))
+        }
+        if role == .client && serverName == nil && pinnedServerPublicKey == nil {
+            throw TLSError(.configuration(file: nil, problem: .missingServerName))
+        }
+        if let pin = pinnedServerPublicKey, pin.count != 32 {
+            throw TLSError(.configuration(file: nil, problem: .invalidSetting("pinned server key (a SHA-256 hash is 32 bytes)")))
         }
         let verifiesPeer = role == .client || clientAuthentication != .none
         if verifiesPeer && trustRoots.isEmpty {

@@ -43,6 +43,8 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         case noTrustRoots
         case missingIdentity
         case invalidVersionRange
+        /// A client configured with neither a server name nor a pinned server key.
+        case missingServerName
         case invalidSetting(String)
     }
 
@@ -57,8 +59,11 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         case wrongName
         /// The extended key usage does not allow this role (serverAuth / clientAuth).
         case wrongUsage
-        /// Rejected by the application's authorization policy.
+        /// Rejected by the application's authorization policy (or a pinned key that does not match).
         case notAuthorized
+        /// A key or signature below the policy's floor somewhere in the chain: an RSA key under
+        /// 2048 bits, a SHA-1 or MD5 signature.
+        case insecureAlgorithm
         /// Unparseable, revoked, or otherwise invalid.
         case invalid
     }
@@ -150,6 +155,8 @@ extension TLSError.ConfigurationProblem {
         case .missingIdentity:
             return "no certificate and key configured, but this role needs one (use --cert/--key or --pki)"
         case .invalidVersionRange: return "the minimum TLS version is above the maximum"
+        case .missingServerName:
+            return "a client must name the server it expects (--server-name) or pin its key; no name check is never the default"
         case .invalidSetting(let what): return "invalid setting: \(what)"
         }
     }
@@ -164,7 +171,8 @@ extension TLSError.CertificateProblem {
         case .notYetValid: return "it is not valid yet"
         case .wrongName: return "it is not issued for the name that was requested"
         case .wrongUsage: return "its extended key usage does not allow this role"
-        case .notAuthorized: return "its identity is not on the allow list"
+        case .notAuthorized: return "its identity is not allowed (allow list or pinned key)"
+        case .insecureAlgorithm: return "its chain uses a key or signature below the floor (RSA under 2048 bits, SHA-1)"
         case .invalid: return "it is invalid"
         }
     }
