@@ -185,6 +185,11 @@ public final class GnuTLSSession: TLSSession {
     // MARK: - Ciphertext in and out
 
     public func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+        let waiting = inbound.count + bytes.count
+        if waiting > TLSSessionLimits.maximumUnprocessedCiphertext {
+            if failure == nil { _ = fail(TLSSessionLimits.unprocessedCiphertextExceeded(waiting), code: nil) }
+            return
+        }
         scanner.scan(bytes)
         inbound.append(bytes)
     }
@@ -210,6 +215,9 @@ public final class GnuTLSSession: TLSSession {
     public func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError) {
         if let failure { throw failure }
         guard !closeRequested && !peerCanceled else { throw TLSError(.sessionClosed) }
+        if !isHandshakeComplete && unsent.count + bytes.count > TLSSessionLimits.maximumPlaintextBeforeHandshake {
+            throw TLSSessionLimits.plaintextBeforeHandshakeExceeded(unsent.count + bytes.count)
+        }
         unsent.append(bytes)
         if isHandshakeComplete && !renegotiating {
             if let error = flushUnsent() { throw error }

@@ -34,6 +34,8 @@ public final class OpenSSLSession: TLSSession {
     let resumptionName: String?
     /// Whether a saved session was offered, so that a failed handshake drops it.
     private var offeredSavedSession = false
+    /// Set when a caller fed more ciphertext than the contract buffers; the next `process()` fails.
+    private var bufferOverflow: TLSError?
     /// Clients: what the contract's check expects of the server (see PeerVerification).
     let expectedServerName: String?
     let pinnedServerPublicKey: [UInt8]?
@@ -106,6 +108,11 @@ public final class OpenSSLSession: TLSSession {
     // MARK: Ciphertext
 
     public func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
+        let waiting = Int(BIO_ctrl_pending(inbound)) + bytes.count
+        if waiting > TLSSessionLimits.maximumUnprocessedCiphertext {
+            bufferOverflow = bufferOverflow ?? TLSSessionLimits.unprocessedCiphertextExceeded(waiting)
+            return
+        }
         var offset = 0
         while offset < bytes.count {
             let written = BIO_write(inbound, bytes.baseAddress! + offset, Int32(clamping: bytes.count - offset))
@@ -134,6 +141,10 @@ public final class OpenSSLSession: TLSSession {
 
     public func process() -> TLSProgress {
         if let failure { return .failed(failure) }
+        if let bufferOverflow {
+            failure = bufferOverflow
+            return .failed(bufferOverflow)
+        }
         if !isHandshakeComplete {
             return continueHandshake()
         }
@@ -234,6 +245,10 @@ public final class OpenSSLSession: TLSSession {
         if let failure { throw failure }
         if closeRequested { throw TLSError(.sessionClosed) }
         guard isHandshakeComplete else {
+            let held = heldPlaintext.count + bytes.count
+            if held > TLSSessionLimits.maximumPlaintextBeforeHandshake {
+                throw TLSSessionLimits.plaintextBeforeHandshakeExceeded(held)
+            }
             heldPlaintext.append(bytes)
             return
         }

@@ -55,6 +55,27 @@ public enum TLSProgress: Sendable {
     case failed(TLSError)
 }
 
+/// What any session buffers at most, whichever backend, so that a session on its own cannot be made
+/// to hold memory without limit. Past either bound the session refuses with `.bufferLimitExceeded`.
+public enum TLSSessionLimits {
+    /// Ciphertext received and not yet consumed by `process()`. `process()` consumes it, except
+    /// while `plaintextLimit` of decrypted data waits to be taken: a caller that keeps feeding then
+    /// (instead of pausing its reads) fails the session at the next `process()`. A loop that feeds
+    /// one read (256 KiB here) and then processes never comes near it.
+    public static let maximumUnprocessedCiphertext = 1024 * 1024
+    /// Plaintext written before the handshake completes, held and sent right after it.
+    public static let maximumPlaintextBeforeHandshake = 256 * 1024
+
+    public static func unprocessedCiphertextExceeded(_ count: Int) -> TLSError {
+        TLSError(.bufferLimitExceeded, detail: "\(count) bytes of ciphertext waiting, more than \(maximumUnprocessedCiphertext)")
+    }
+
+    public static func plaintextBeforeHandshakeExceeded(_ count: Int) -> TLSError {
+        TLSError(.bufferLimitExceeded,
+                 detail: "\(count) bytes written before the handshake completed, more than \(maximumPlaintextBeforeHandshake)")
+    }
+}
+
 /// One connection's TLS state machine, without I/O. Not thread-safe: confine it to one loop.
 ///
 /// Ciphertext goes in through `receiveCiphertext`, comes out through `takeCiphertext`.
@@ -63,7 +84,8 @@ public protocol TLSSession: AnyObject {
     var role: TLSConfiguration.Role { get }
     var isHandshakeComplete: Bool { get }
 
-    /// Appends ciphertext received from the transport.
+    /// Appends ciphertext received from the transport. Past
+    /// `TLSSessionLimits.maximumUnprocessedCiphertext` unprocessed, the next `process()` fails.
     func receiveCiphertext(_ bytes: UnsafeRawBufferPointer)
     /// The transport reached end of input. The next `process()` reports a clean close
     /// (close_notify seen), an unclean shutdown, or a handshake failure.
@@ -79,7 +101,8 @@ public protocol TLSSession: AnyObject {
     /// `process()` stops decrypting while this much plaintext waits to be taken (default 64 KiB).
     var plaintextLimit: Int { get set }
 
-    /// Encrypts application data. Before the handshake completes it is held and sent right after.
+    /// Encrypts application data. Before the handshake completes it is held and sent right after,
+    /// up to `TLSSessionLimits.maximumPlaintextBeforeHandshake` (beyond: `.bufferLimitExceeded`).
     /// After `close()` it throws `.sessionClosed`; after a failure, that failure.
     func writePlaintext(_ bytes: UnsafeRawBufferPointer) throws(TLSError)
 

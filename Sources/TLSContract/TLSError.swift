@@ -26,6 +26,8 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         case idleTimeout
         /// The session was used after it closed or failed.
         case sessionClosed
+        /// A caller fed or wrote more than a session buffers (see `TLSSessionLimits`).
+        case bufferLimitExceeded
         /// The library failed internally (out of memory, an unexpected state).
         case internalError
     }
@@ -126,6 +128,8 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
             return "the connection was idle for too long"
         case .sessionClosed:
             return "the TLS session is already closed"
+        case .bufferLimitExceeded:
+            return "more data was handed to the TLS session than it buffers (the caller ignored backpressure)"
         case .internalError:
             return "the TLS library failed internally"
         }
