@@ -38,10 +38,18 @@ public final class TCPServer: @unchecked Sendable {
     public var port: Int { address.port }
     private let listeners: [Listener]
 
-    /// Binds and starts accepting, on every listener or none. `tls` nil means plain TCP.
+    /// Binds and starts accepting, with one fixed TLS context (nil: plain TCP).
+    public convenience init(group: LoopGroup, listen target: HostAndPort, tls: (any TLSContext)?, options: Options = Options(),
+                            makeHandler: @escaping @Sendable () -> ConnectionHandler) throws {
+        try self.init(group: group, listen: target, contexts: tls.map(TLSContextProvider.init), options: options,
+                      makeHandler: makeHandler)
+    }
+
+    /// Binds and starts accepting, on every listener or none. Each connection's session comes from
+    /// the provider's current context (nil: plain TCP), so a reload applies to the next accept.
     /// `makeHandler` runs on the accepting loop. A port already listened on, by any process, fails
     /// with "address already in use".
-    public init(group: LoopGroup, listen target: HostAndPort, tls: (any TLSContext)?, options: Options = Options(),
+    public init(group: LoopGroup, listen target: HostAndPort, contexts tls: TLSContextProvider?, options: Options = Options(),
                 makeHandler: @escaping @Sendable () -> ConnectionHandler) throws {
         var address = try SocketAddress.resolve(target)
         // One loop has nobody to hand connections to: it accepts them itself.
@@ -149,7 +157,7 @@ final class Listener: @unchecked Sendable {
     /// The listening descriptor until `start` hands it to libuv (or `closeUnstartedSocket` closes
     /// it); -1 for a loop that only adopts handed-off connections.
     private var fd: Int32
-    private let tls: (any TLSContext)?
+    private let tls: TLSContextProvider?
     private let options: TCPServer.Options
     private let counter: ConnectionCounter
     private let makeHandler: @Sendable () -> ConnectionHandler
@@ -172,7 +180,7 @@ final class Listener: @unchecked Sendable {
     private var shuttingDown = false
     private var onAllClosed: (() -> Void)?
 
-    init(loop: EventLoop, fd: Int32, tls: (any TLSContext)?, options: TCPServer.Options, counter: ConnectionCounter,
+    init(loop: EventLoop, fd: Int32, tls: TLSContextProvider?, options: TCPServer.Options, counter: ConnectionCounter,
          makeHandler: @escaping @Sendable () -> ConnectionHandler) {
         self.loop = loop
         self.fd = fd

@@ -65,11 +65,21 @@ public final class InMemoryPair {
                 _ = drive(receiver, log: &log)
             }
         } else {
-            receiver.receiveCiphertext(bytes)
-            _ = drive(receiver, log: &log)
+            // At most one socket read's worth at a time, processed before the next, as the event
+            // loop does (and as TLSSessionLimits expects of every caller).
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(bytes.count, offset + Self.largestDelivery)
+                receiver.receiveCiphertext(Array(bytes[offset..<end]))
+                _ = drive(receiver, log: &log)
+                offset = end
+            }
         }
         return true
     }
+
+    /// The most ciphertext handed to a session in one call: the event loop's read buffer size.
+    public static let largestDelivery = 256 * 1024
 
     /// Calls process() until the session is quiet; records what happened. True if anything did.
     private func drive(_ session: any TLSSession, log: inout SessionLog) -> Bool {
