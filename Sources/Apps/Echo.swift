@@ -25,7 +25,8 @@ struct EchoServerCommand: ParsableCommand {
             }
             var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
                                                  clientAuthentication: mode == .mtls ? .require : .none,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             if mode == .tls { configuration.trustRoots = [] }
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-server: \(error.summary)")
@@ -95,7 +96,8 @@ struct EchoClientCommand: ParsableCommand {
         if !plain {
             let configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots, serverName: serverName ?? target.host,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-client: \(error.summary)")
                 throw ExitCode(1)

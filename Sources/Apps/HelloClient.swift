@@ -28,7 +28,8 @@ struct HelloClientCommand: ParsableCommand {
             var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots,
                                                  serverName: serverName ?? target.host,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             configuration.serverName = serverName ?? target.host
             do {
                 tls = try credentials.selectedBackend.makeContext(configuration)

@@ -79,7 +79,8 @@ struct HelloServerCommand: ParsableCommand {
             throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
         }
         var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
-                                             minimumVersion: credentials.minimumVersion)
+                                             minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
         configuration.clientAuthentication = clientAuth ?? (mode == .mtls ? .require : .none)
         configuration.sessionTicketsEnabled = !noSessionTickets
         if configuration.clientAuthentication == .none { configuration.trustRoots = [] }
