@@ -129,6 +129,24 @@ struct AuthorizationTests {
         #expect(Self.waitForLog(server, "matches none of --allow-cn billing.svc.example.test"), "\(server.log)")
     }
 
+    @Test("Resumed handshakes are authorized too: a client the policy admits keeps being admitted when it resumes",
+          arguments: backends, ["1.2", "1.3"])
+    func resumedHandshakesAuthorized(backend: String, version: String) throws {
+        let pki = try PKIFixture()
+        let server = try ServerProcess(try mtlsExecutable(), [
+            "hello-server", "--backend", backend, "--pki", pki.path, "--listen", "127.0.0.1:0", "--loops", "1",
+            "--allow-cn", "client"])
+        defer { server.stop() }
+        let bench = try runTool(try mtlsExecutable(), [
+            "bench", "handshakes", "--backend", backend, "--pki", pki.path, "--target", "127.0.0.1:\(server.port)",
+            "--resume", "--count", "20", "--concurrency", "1", "--loops", "1", "--tls", version])
+        #expect(bench.status == 0 && bench.output.contains("20 in") && !bench.output.contains("errors:"), "\(bench.output)")
+        let resumed = bench.output.range(of: #"\((\d+) resumed\)"#, options: .regularExpression)
+            .flatMap { Int(bench.output[$0].dropFirst().prefix { $0.isNumber }) } ?? 0
+        #expect(resumed > 0, "\(bench.output)")
+        #expect(!server.log.contains("refused"), "\(server.log)")
+    }
+
     // MARK: Clients: --verify-*
 
     @Test("hello-client --verify-spki with a wrong pin refuses the server before sending a byte; the right pin sends",
