@@ -69,6 +69,14 @@ let package = Package(
         .testTarget(name: "ConformanceTests", dependencies: ["TestSupport", "TLSContract", "TLSBackends", "PKI"]),
         .testTarget(name: "LoopTests", dependencies: ["Loop", "TLSBackends", "TLSContract", "TestSupport"]),
         .testTarget(name: "HTTPHelloTests", dependencies: ["HTTPHello"]),
+        .testTarget(
+            name: "TLSContractTests",
+            dependencies: [
+                "TLSContract", "PKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]),
         .testTarget(name: "AppsTests", dependencies: ["TestSupport", "TLSContract"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),
         .testTarget(name: "TLSBackendOpenSSLTests", dependencies: ["TLSBackendOpenSSL", "TestSupport", "COpenSSL"]),

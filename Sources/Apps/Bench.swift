@@ -370,7 +370,8 @@ struct ThroughputBench: ParsableCommand {
         if !plain {
             let configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots, serverName: serverName,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls bench: \(error.summary)")
                 throw ExitCode(1)

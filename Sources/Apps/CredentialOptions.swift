@@ -31,6 +31,9 @@ struct CredentialOptions: ParsableArguments {
     @Option(name: .customLong("tls-min"), help: "The lowest TLS version to accept: 1.2 or 1.3.")
     var tlsMin: String = "1.2"
 
+    @Option(name: .customLong("tls-max"), help: "The highest TLS version to offer or accept: 1.2 or 1.3.")
+    var tlsMax: String = "1.3"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -39,6 +42,10 @@ struct CredentialOptions: ParsableArguments {
             throw ValidationError("unknown backend '\(backend)': choose \(TLSBackendRegistry.names.joined(separator: " or "))")
         }
         guard ["1.2", "1.3"].contains(tlsMin) else { throw ValidationError("--tls-min takes 1.2 or 1.3") }
+        guard ["1.2", "1.3"].contains(tlsMax) else { throw ValidationError("--tls-max takes 1.2 or 1.3") }
+        guard minimumVersion <= maximumVersion else {
+            throw ValidationError("--tls-min \(tlsMin) is above --tls-max \(tlsMax): no TLS version is left to negotiate")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         if p12 != nil && (cert != nil || key != nil) {
             throw ValidationError("use either --p12 or --cert/--key, not both")
@@ -49,6 +56,8 @@ struct CredentialOptions: ParsableArguments {
     var selectedBackend: any TLSBackend { TLSBackendRegistry.backend(named: backend)! }
 
     var minimumVersion: TLSVersion { tlsMin == "1.3" ? .tls13 : .tls12 }
+
+    var maximumVersion: TLSVersion { tlsMax == "1.2" ? .tls12 : .tls13 }
 
     /// Our identity: --p12, else --cert/--key, else the role's files in --pki. Nil if none was given.
     func identity(role: TLSConfiguration.Role) -> TLSConfiguration.Identity? {

@@ -14,6 +14,11 @@ struct EchoServerCommand: ParsableCommand {
     @Option(help: "mtls, tls or plain.") var mode: ServerMode = .mtls
     @Option(help: "Event loops (threads).") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limits: ServerLimitOptions
+    @OptionGroup(title: "Client authorization (any one rule admits)") var peerPolicy: PeerPolicyOptions
+
+    func validate() throws {
+        try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
+    }
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.echo-server")
@@ -25,7 +30,8 @@ struct EchoServerCommand: ParsableCommand {
             }
             var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
                                                  clientAuthentication: mode == .mtls ? .require : .none,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             if mode == .tls { configuration.trustRoots = [] }
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-server: \(error.summary)")
@@ -35,6 +41,7 @@ struct EchoServerCommand: ParsableCommand {
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
         limits.apply(to: &options)
+        try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
         do {
             server = try TCPServer(group: group, listen: target, tls: context, options: options) {
@@ -64,7 +71,11 @@ final class EchoConnection: ConnectionHandler {
         do { try connection.write(bytes) } catch { connection.close() }
     }
     func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
-        if let error { logger.info("connection failed", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"]) }
+        if let error, error.isPolicyRefusal {
+            logger.debug("connection refused by the client policy", metadata: ["peer": "\(connection.remoteAddress)"])
+        } else if let error {
+            logger.info("connection failed", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
+        }
     }
 }
 
@@ -81,6 +92,14 @@ struct EchoClientCommand: ParsableCommand {
     @Option(name: .customLong("read-timeout"),
             help: "Seconds without any data from the server before giving up (a server that never answers).")
     var readTimeout: Double = 30
+    @OptionGroup(title: "Server authorization (any one rule admits; checked before any byte is sent)")
+    var verify: PeerVerifyOptions
+
+    func validate() throws {
+        if plain, try !verify.policy().isEmpty {
+            throw ValidationError("--verify-* rules check the server's certificate: they cannot apply with --plain")
+        }
+    }
 
     func run() throws {
         guard let target = HostAndPort(connect) else { throw ValidationError("--connect takes HOST:PORT") }
@@ -95,16 +114,23 @@ struct EchoClientCommand: ParsableCommand {
         if !plain {
             let configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots, serverName: serverName ?? target.host,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-client: \(error.summary)")
                 throw ExitCode(1)
             }
         }
+        var options = ConnectionOptions()
+        let authorizer = try verify.install(into: &options)
         let group = LoopGroup(count: 1)
         defer { group.shutdown() }
         let result = EchoRun.run(loop: group.next(), target: target, tls: context, payload: payload,
-                                 readTimeout: .seconds(readTimeout))
+                                 readTimeout: .seconds(readTimeout), options: options)
+        if let error = result.error, error.isPolicyRefusal, let refusal = authorizer?.lastRefusal {
+            printError("mtls echo-client: \(refusal); nothing was sent")
+            throw ExitCode(1)
+        }
         if let error = result.error {
             printError("mtls echo-client: " + UserFacingError.describe(
                 error, role: .client, options: credentials, hasIdentity: credentials.identity(role: .client) != nil))
@@ -131,9 +157,9 @@ enum EchoRun {
     }
 
     static func run(loop: EventLoop, target: HostAndPort, tls: (any TLSContext)?, payload: [UInt8],
-                    readTimeout: Duration? = nil) -> Result {
+                    readTimeout: Duration? = nil, options: ConnectionOptions = ConnectionOptions()) -> Result {
         let client = Streamer(payload: payload)
-        var options = ConnectionOptions()
+        var options = options
         options.stopsReadingWhileWritesBackUp = false
         if let readTimeout {
             options.handshakeTimeout = readTimeout

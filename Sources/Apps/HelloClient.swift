@@ -21,6 +21,9 @@ struct HelloClientCommand: ParsableCommand {
     @Option(name: .customLong("server-name"), help: "The name to verify the server against (default: the URL's host).")
     var serverName: String?
 
+    @OptionGroup(title: "Server authorization (any one rule admits; checked before any request byte)")
+    var verify: PeerVerifyOptions
+
     func run() throws {
         let target = try ParsedURL(url)
         var tls: (any TLSContext)?
@@ -28,7 +31,8 @@ struct HelloClientCommand: ParsableCommand {
             var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots,
                                                  serverName: serverName ?? target.host,
-                                                 minimumVersion: credentials.minimumVersion)
+                                                 minimumVersion: credentials.minimumVersion,
+                                                 maximumVersion: credentials.maximumVersion)
             configuration.serverName = serverName ?? target.host
             do {
                 tls = try credentials.selectedBackend.makeContext(configuration)
@@ -37,10 +41,19 @@ struct HelloClientCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        var options = ConnectionOptions()
+        if !target.isTLS, try !verify.policy().isEmpty {
+            throw ValidationError("--verify-* rules check the server's certificate: they need an https:// URL")
+        }
+        let authorizer = try verify.install(into: &options)
         let group = LoopGroup(count: 1)
         defer { group.shutdown() }
         let outcome = HelloFetch.run(loop: group.next(), target: target.endpoint, path: target.path, host: target.host,
-                                     tls: tls, count: count)
+                                     tls: tls, count: count, options: options)
+        if let error = outcome.error, error.isPolicyRefusal, let refusal = authorizer?.lastRefusal {
+            printError("mtls hello-client: \(refusal); no request was sent")
+            throw ExitCode(1)
+        }
         if let error = outcome.error {
             printError("mtls hello-client: " + UserFacingError.describe(
                 error, role: .client, options: credentials, hasIdentity: credentials.identity(role: .client) != nil))
@@ -52,6 +65,7 @@ struct HelloClientCommand: ParsableCommand {
         }
         if let server = outcome.serverIdentity {
             print("server: \(server.subject) (SANs: \((server.dnsNames + server.ipAddresses + server.uris).joined(separator: ", ")))")
+            print("server spki-sha256: \(server.spkiSHA256Hex)")
         }
         if outcome.statuses.contains(where: { $0 >= 400 }) { throw ExitCode(1) }
     }

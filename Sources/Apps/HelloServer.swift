@@ -9,7 +9,15 @@ import TLSContract
 /// `mtls hello-server`: HTTPS `GET /hello` that greets the verified client by name.
 struct HelloServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "hello-server", abstract: "An HTTP/1.1 server that answers GET /hello over mTLS, TLS or plain TCP.")
+        commandName: "hello-server", abstract: "An HTTP/1.1 server that answers GET /hello over mTLS, TLS or plain TCP.",
+        discussion: """
+            Client authorization: with no --allow-* flag, every client whose certificate verifies is admitted. \
+            With any, a client is admitted if one rule matches its certificate; the others are refused at the \
+            end of the handshake (full or resumed), before any HTTP byte, and logged with the rules they failed.
+
+            --allow is gone: it matched the CN and every SAN in one case-sensitive list, so a CN could pass for \
+            a DNS name, and an IP or URI for a CN. Giving it is an error that names the typed flag to use.
+            """)
 
     @OptionGroup var credentials: CredentialOptions
 
@@ -25,9 +33,12 @@ struct HelloServerCommand: ParsableCommand {
     @Option(help: "Event loops (threads); default one per core.")
     var loops: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("allow"), parsing: .upToNextOption,
-            help: "Only these clients (CN, SAN or SPIFFE URI); others are refused before any HTTP byte.")
-    var allow: [String] = []
+    @OptionGroup(title: "Client authorization (any one rule admits)")
+    var peerPolicy: PeerPolicyOptions
+
+    /// The pooled allow list this flag used to be; kept only to say what replaces it.
+    @Option(name: .customLong("allow"), parsing: .upToNextOption, help: .hidden)
+    var removedAllow: [String] = []
 
     @Option(help: "How loops share the port: reuseport (a listener per loop) or handoff (one loop accepts for all).")
     var accept: TCPServer.AcceptStrategy = .handoff
@@ -41,6 +52,11 @@ struct HelloServerCommand: ParsableCommand {
             help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
     var requestTimeout: Double = 10
 
+    func validate() throws {
+        if !removedAllow.isEmpty { throw ValidationError(RemovedAllowFlag.message(for: removedAllow)) }
+        try peerPolicy.checkClientCertificatesRequested(clientAuth ?? (mode == .mtls ? .require : .none), plain: mode == .plain)
+    }
+
     func run() throws {
         let logger = credentials.makeLogger("mtls.hello-server")
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port, e.g. 127.0.0.1:8443") }
@@ -50,10 +66,7 @@ struct HelloServerCommand: ParsableCommand {
         options.acceptStrategy = accept
         limits.apply(to: &options)
         let requestTimeout = Duration.seconds(requestTimeout)
-        if !allow.isEmpty {
-            let allowed = Set(allow)
-            options.connection.authorize = { identity in identity.map { !allowed.isDisjoint(with: $0.allNames) } ?? false }
-        }
+        try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
         do {
             server = try TCPServer(group: group, listen: target, tls: context, options: options) {
@@ -79,7 +92,8 @@ struct HelloServerCommand: ParsableCommand {
             throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
         }
         var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
-                                             minimumVersion: credentials.minimumVersion)
+                                             minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
         configuration.clientAuthentication = clientAuth ?? (mode == .mtls ? .require : .none)
         configuration.sessionTicketsEnabled = !noSessionTickets
         if configuration.clientAuthentication == .none { configuration.trustRoots = [] }
@@ -150,7 +164,9 @@ final class HelloConnection: ConnectionHandler {
     }
 
     func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
-        if let error {
+        if let error, error.isPolicyRefusal {
+            logger.debug("connection refused by the client policy", metadata: ["peer": "\(connection.remoteAddress)"])
+        } else if let error {
             logger.info("connection closed with an error", metadata: ["peer": "\(connection.remoteAddress)", "error": "\(error)"])
         } else {
             logger.debug("connection closed", metadata: ["peer": "\(connection.remoteAddress)"])

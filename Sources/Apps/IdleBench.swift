@@ -24,7 +24,8 @@ struct IdleBench: ParsableCommand {
         guard let endpoint = HostAndPort(target) else { throw ValidationError("--target takes HOST:PORT") }
         var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                              trustRoots: credentials.trustRoots, serverName: serverName,
-                                             minimumVersion: credentials.minimumVersion)
+                                             minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
         configuration.sessionTicketsEnabled = false
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {

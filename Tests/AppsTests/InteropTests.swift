@@ -160,10 +160,10 @@ struct InteropTests {
         }
     }
 
-    @Test("--allow refuses other clients before any HTTP byte", arguments: backends)
+    @Test("--allow-cn refuses other clients before any HTTP byte", arguments: backends)
     func allowList(backend: String) throws {
         let pki = try PKIFixture()
-        let server = try helloServer(backend, pki, extra: ["--allow", "someone-else"])
+        let server = try helloServer(backend, pki, extra: ["--allow-cn", "someone-else"])
         defer { server.stop() }
         let curl = try runTool("/usr/bin/curl", ["-sS", "--cacert", pki.file("ca.pem"), "--cert", pki.file("client.pem"),
                                                  "--key", pki.file("client.key"), "--resolve", "localhost:\(server.port):127.0.0.1",
