@@ -112,8 +112,6 @@ public struct PeerIdentity: Sendable, Hashable {
 
     public var spkiSHA256Hex: String { spkiSHA256.map { String(format: "%02x", $0) }.joined() }
 
-    /// Every name an allow list may match: CN, DNS and IP SANs, URIs.
-    public var allNames: [String] { (commonName.map { [$0] } ?? []) + dnsNames + ipAddresses + uris }
 }
 
 

@@ -59,8 +59,8 @@ struct DataTransferTests {
         try connection.client.writePlaintext(payload)
         try connection.server.writePlaintext(payload)
         #expect(connection.pump(), sourceLocation: sourceLocation)
-        #expect(connection.serverEvents.plaintext == payload, sourceLocation: sourceLocation)
-        #expect(connection.clientEvents.plaintext == payload, sourceLocation: sourceLocation)
+        expectSameBytes(connection.serverEvents.plaintext, payload, sourceLocation: sourceLocation)
+        expectSameBytes(connection.clientEvents.plaintext, payload, sourceLocation: sourceLocation)
     }
 
     @Test("Data written before the handshake completes is sent right after it", arguments: BackendPair.all)
@@ -99,7 +99,7 @@ struct DataTransferTests {
                 break loop
             }
         }
-        #expect(received == payload)
+        expectSameBytes(received, payload)
     }
 }
 

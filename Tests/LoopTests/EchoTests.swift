@@ -28,7 +28,7 @@ extension LoopSuite {
                 #expect(outcome.error == nil, "\(size): \(outcome.error ?? "")")
                 #expect(outcome.identity == "localhost")
                 #expect(outcome.received.count == size)
-                #expect(outcome.received == payload, "\(size) bytes came back different")
+                expectSameBytes(outcome.received, payload, "\(size) bytes came back different")
             }
         }
 
@@ -51,7 +51,7 @@ extension LoopSuite {
             for client in clients {
                 guard waitFor(client.done, "a hand-off echo") else { return }
                 #expect(client.outcome.current.error == nil, "\(client.outcome.current.error ?? "")")
-                #expect(client.outcome.current.received == client.payload)
+                expectSameBytes(client.outcome.current.received, client.payload)
             }
         }
 
@@ -68,7 +68,7 @@ extension LoopSuite {
             let client = EchoClient(payload: payload)
             TCPClient.connect(on: group.next(), to: HostAndPort(host: "::1", port: server.port), tls: nil) { client }
             guard waitFor(client.done, "the plain echo") else { return }
-            #expect(client.outcome.current.received == payload)
+            expectSameBytes(client.outcome.current.received, payload)
             #expect(client.outcome.current.error == nil)
         }
 
