@@ -5,8 +5,8 @@ import TestSupport
 /// Java's own TLS stack (JSSE), limited to TLS 1.3, against our hello-server and hello-client. JSSE
 /// differs from OpenSSL and GnuTLS peers in two ways that broke the GnuTLS backend: its TLS 1.3-only
 /// ClientHello carries neither renegotiation_info nor its SCSV, and on close() it sends user_canceled
-/// before close_notify. The peer's source is Tests/Peers/java/TLSPeer.java, compiled once per run.
-@Suite("Java peer", .serialized, .enabled(if: JavaPeer.isAvailable, "no JDK: javac and java are not on the PATH"))
+/// before close_notify. The peer's source is Tests/Peers/java/TLSPeer.java, compiled once per run (OutsidePeers.java).
+@Suite("Java peer", .serialized, .enabled(if: OutsidePeers.java.isAvailable, "no JDK: javac and java are not on the PATH"))
 struct JavaPeerTests {
     static let backends = ["openssl", "gnutls"]
     static let password = "java-peer"
@@ -18,7 +18,7 @@ struct JavaPeerTests {
         let server = try ServerProcess(try mtlsExecutable(), ["hello-server", "--backend", backend, "--pki", pki.path,
                                                           "--listen", "127.0.0.1:0", "--loops", "1"])
         defer { server.stop() }
-        let client = try JavaPeer.run(["client", "localhost", "\(server.port)", bundle, Self.password, pki.file("ca.pem")])
+        let client = try OutsidePeers.java.run(["client", "localhost", "\(server.port)", bundle, Self.password, pki.file("ca.pem")])
         #expect(client.status == 0, "java client: \(client.output)\nserver: \(server.log)")
         #expect(client.output.contains("protocol: TLSv1.3"), "\(client.output)")
         #expect(client.output.contains("hello, client"), "\(client.output)")
@@ -28,7 +28,7 @@ struct JavaPeerTests {
     func javaServer(backend: String) throws {
         let pki = try PKIFixture()
         let bundle = try pkcs12(pki, "server")
-        let server = try JavaPeer.start(["server", "0", bundle, Self.password, pki.file("ca.pem")])
+        let server = try OutsidePeers.java.start(["server", "0", bundle, Self.password, pki.file("ca.pem")])
         defer { server.stop() }
         let client = try mtls("hello-client", "--backend", backend, "--pki", pki.path,
                               "--url", "https://localhost:\(server.port)/hello")
@@ -45,51 +45,5 @@ struct JavaPeerTests {
                               "--out", bundle, "--password", Self.password)
         guard result.status == 0 else { throw ToolError("pki pkcs12 failed: \(result.output)") }
         return bundle
-    }
-}
-
-/// The JDK on the PATH, and the peer compiled with it.
-enum JavaPeer {
-    static let javac = executableOnPath("javac")
-    static let java = executableOnPath("java")
-    static var isAvailable: Bool { javac != nil && java != nil }
-
-    static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Peers/java/TLSPeer.java").path
-
-    /// Compiled once per test process, into a directory that lives as long as the process.
-    private static let compiled: Result<TemporaryDirectory, ToolError> = {
-        guard let javac else { return .failure(ToolError("javac is not on the PATH")) }
-        do {
-            let classes = try TemporaryDirectory(prefix: "mtls-java-peer")
-            let result = try runTool(javac, ["-d", classes.path, source])
-            guard result.status == 0 else { return .failure(ToolError("javac \(source) failed: \(result.output)")) }
-            return .success(classes)
-        } catch {
-            return .failure(ToolError("javac could not be run: \(error)"))
-        }
-    }()
-
-    private static func command(_ arguments: [String]) throws -> (String, [String]) {
-        guard let java else { throw ToolError("java is not on the PATH") }
-        return (java, ["-cp", try compiled.get().path, "TLSPeer"] + arguments)
-    }
-
-    /// Runs the peer as a client to completion.
-    static func run(_ arguments: [String]) throws -> ToolResult {
-        let (java, full) = try command(arguments)
-        return try runTool(java, full)
-    }
-
-    /// Starts the peer as a server; it prints the port it listens on.
-    static func start(_ arguments: [String]) throws -> ServerProcess {
-        let (java, full) = try command(arguments)
-        return try ServerProcess(java, full)
-    }
-
-    private static func executableOnPath(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }
-            .first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 }

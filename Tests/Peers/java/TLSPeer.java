@@ -20,39 +20,55 @@ import javax.net.ssl.SSLSocket;
 import javax.net.ssl.TrustManagerFactory;
 
 /**
- * A JSSE (Java's own TLS) peer for swift-mtls's interop tests: a TLS 1.3-only mTLS client or server.
+ * A JSSE (Java's own TLS) peer for swift-mtls's interop tests: an mTLS client or server that offers
+ * exactly one TLS version (1.3 unless told otherwise).
  *
  * <pre>
- * java TLSPeer client HOST PORT IDENTITY.p12 PASSWORD CA.pem   GET /hello, prints the response
- * java TLSPeer server PORT IDENTITY.p12 PASSWORD CA.pem        answers each request, then closes
+ * java TLSPeer client HOST PORT IDENTITY.p12|- PASSWORD CA.pem [1.2|1.3]   GET /hello, prints the response
+ * java TLSPeer server PORT IDENTITY.p12 PASSWORD CA.pem [1.2|1.3]          answers each request, then closes
  * </pre>
+ *
+ * A client given "-" instead of a PKCS#12 bundle has no certificate. The server prints
+ * "listening on 127.0.0.1:PORT" first, then one line per connection.
  *
  * The server answers every connection and then calls SSLSocket.close() without waiting for the
  * client's close_notify. On TLS 1.3 JSSE then sends a user_canceled warning alert right before its
  * close_notify (its "duplex close"), which is what TLS clients have to cope with in the wild.
  */
 public final class TLSPeer {
-    private static final String[] PROTOCOLS = {"TLSv1.3"};
-
     public static void main(String[] args) throws Exception {
-        if (args.length == 6 && args[0].equals("client")) {
-            System.exit(runClient(args[1], Integer.parseInt(args[2]), context(args[3], args[4], args[5])));
-        } else if (args.length == 5 && args[0].equals("server")) {
-            runServer(Integer.parseInt(args[1]), context(args[2], args[3], args[4]));
+        if ((args.length == 6 || args.length == 7) && args[0].equals("client")) {
+            String[] protocols = protocols(args.length == 7 ? args[6] : "1.3");
+            System.exit(runClient(args[1], Integer.parseInt(args[2]), context(args[3], args[4], args[5]), protocols));
+        } else if ((args.length == 5 || args.length == 6) && args[0].equals("server")) {
+            String[] protocols = protocols(args.length == 6 ? args[5] : "1.3");
+            runServer(Integer.parseInt(args[1]), context(args[2], args[3], args[4]), protocols);
         } else {
-            System.err.println("usage: TLSPeer client HOST PORT P12 PASSWORD CA.pem | server PORT P12 PASSWORD CA.pem");
+            System.err.println("usage: TLSPeer client HOST PORT P12|- PASSWORD CA.pem [1.2|1.3]"
+                    + " | server PORT P12 PASSWORD CA.pem [1.2|1.3]");
             System.exit(64);
         }
     }
 
-    /** Our identity from a PKCS#12 bundle; trust only in the CA certificates of a PEM file. */
-    private static SSLContext context(String p12, String password, String caFile) throws Exception {
-        KeyStore identity = KeyStore.getInstance("PKCS12");
-        try (InputStream in = new FileInputStream(p12)) {
-            identity.load(in, password.toCharArray());
+    private static String[] protocols(String version) {
+        if (!version.equals("1.2") && !version.equals("1.3")) {
+            System.err.println("the TLS version is 1.2 or 1.3, not " + version);
+            System.exit(64);
         }
-        KeyManagerFactory keys = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-        keys.init(identity, password.toCharArray());
+        return new String[] {"TLSv" + version};
+    }
+
+    /** Our identity from a PKCS#12 bundle ("-": none); trust only in the CA certificates of a PEM file. */
+    private static SSLContext context(String p12, String password, String caFile) throws Exception {
+        KeyManagerFactory keys = null;
+        if (!p12.equals("-")) {
+            KeyStore identity = KeyStore.getInstance("PKCS12");
+            try (InputStream in = new FileInputStream(p12)) {
+                identity.load(in, password.toCharArray());
+            }
+            keys = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+            keys.init(identity, password.toCharArray());
+        }
 
         KeyStore anchors = KeyStore.getInstance("PKCS12");
         anchors.load(null, null);
@@ -65,15 +81,15 @@ public final class TLSPeer {
         TrustManagerFactory trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
         trust.init(anchors);
 
-        SSLContext context = SSLContext.getInstance("TLSv1.3");
-        context.init(keys.getKeyManagers(), trust.getTrustManagers(), null);
+        SSLContext context = SSLContext.getInstance("TLS");
+        context.init(keys == null ? null : keys.getKeyManagers(), trust.getTrustManagers(), null);
         return context;
     }
 
-    private static int runClient(String host, int port, SSLContext context) {
+    private static int runClient(String host, int port, SSLContext context, String[] protocols) {
         try (SSLSocket socket = (SSLSocket) context.getSocketFactory().createSocket()) {
             SSLParameters parameters = socket.getSSLParameters();
-            parameters.setProtocols(PROTOCOLS);
+            parameters.setProtocols(protocols);
             parameters.setServerNames(List.of(new SNIHostName(host)));
             parameters.setEndpointIdentificationAlgorithm("HTTPS");
             socket.setSSLParameters(parameters);
@@ -95,11 +111,11 @@ public final class TLSPeer {
         }
     }
 
-    private static void runServer(int port, SSLContext context) throws IOException {
+    private static void runServer(int port, SSLContext context, String[] protocols) throws IOException {
         SSLServerSocket listener = (SSLServerSocket) context.getServerSocketFactory()
                 .createServerSocket(port, 50, InetAddress.getLoopbackAddress());
         SSLParameters parameters = listener.getSSLParameters();
-        parameters.setProtocols(PROTOCOLS);
+        parameters.setProtocols(protocols);
         parameters.setNeedClientAuth(true);
         listener.setSSLParameters(parameters);
         System.out.println("listening on 127.0.0.1:" + listener.getLocalPort());
