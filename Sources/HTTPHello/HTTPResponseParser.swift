@@ -1,8 +1,8 @@
 /// An incremental HTTP/1.x response parser for the hello client, without I/O.
 ///
-/// Bodies are framed by Content-Length or, without one, by the end of input (call `endOfInput()`).
-/// Responses to HEAD, 1xx, 204 and 304 have no body. Chunked responses are refused (501), as the
-/// hello server never sends them. Errors use the same status codes as `HTTPRequestParser`
+/// Bodies are framed by `Transfer-Encoding: chunked`, by Content-Length or, without either, by the
+/// end of input (call `endOfInput()`). Responses to HEAD, 1xx, 204 and 304 have no body. Other
+/// transfer codings (gzip...) are refused (501). Errors use the same status codes as `HTTPRequestParser`
 /// (400 malformed or truncated, 413, 431, 501, 505); after one, the parser is dead.
 public struct HTTPResponseParser: Sendable {
     public let maxHeaderBytes: Int
@@ -16,6 +16,8 @@ public struct HTTPResponseParser: Sendable {
         case head
         /// `bodyLength` nil: the body runs to the end of input.
         case body(HTTPResponseHead, headLength: Int, bodyLength: Int?)
+        /// A chunked body, decoded once it has fully arrived.
+        case chunkedBody(HTTPResponseHead, headLength: Int)
         case failed(HTTPParseError)
     }
 
@@ -65,9 +67,22 @@ public struct HTTPResponseParser: Sendable {
                 }
                 return nil
             }
-            let (head, bodyLength) = try parseHead(buffer.headLines(end: headEnd), requestMethod: requestMethod)
-            state = .body(head, headLength: headEnd - buffer.start, bodyLength: bodyLength)
+            let (head, framing) = try parseHead(buffer.headLines(end: headEnd), requestMethod: requestMethod)
+            switch framing {
+            case .length(let length): state = .body(head, headLength: headEnd - buffer.start, bodyLength: length)
+            case .untilClose: state = .body(head, headLength: headEnd - buffer.start, bodyLength: nil)
+            case .chunked: state = .chunkedBody(head, headLength: headEnd - buffer.start)
+            }
             return try parseNext(requestMethod: requestMethod)
+        case .chunkedBody(let head, let headLength):
+            let encoded = buffer.bytes[(buffer.start + headLength)...]
+            guard let (body, length) = try ChunkedBody.decode(encoded, maxBodyBytes: maxBodyBytes) else {
+                if inputEnded { throw .badRequest("the connection closed in the middle of a chunked body") }
+                return nil
+            }
+            buffer.consume(headLength + length)
+            state = .head
+            return (head, body)
         case .body(let head, let headLength, let bodyLength?):
             guard buffer.count >= headLength + bodyLength else {
                 if inputEnded {
@@ -91,7 +106,9 @@ public struct HTTPResponseParser: Sendable {
         }
     }
 
-    private func parseHead(_ lines: [ArraySlice<UInt8>], requestMethod: String) throws(HTTPParseError) -> (HTTPResponseHead, Int?) {
+    private enum BodyFraming { case length(Int), untilClose, chunked }
+
+    private func parseHead(_ lines: [ArraySlice<UInt8>], requestMethod: String) throws(HTTPParseError) -> (HTTPResponseHead, BodyFraming) {
         guard let statusLine = lines.first, statusLine.count >= 12 else {
             throw .badRequest("malformed status line")
         }
@@ -112,21 +129,26 @@ public struct HTTPResponseParser: Sendable {
             headers.append(try HeadParsing.headerField(line))
         }
         var keepAlive = HeadParsing.keepAlive(version: version, headers: headers)
-        let bodyLength: Int?
+        let framing: BodyFraming
+        let codings = HeaderLookup.tokens("Transfer-Encoding", in: headers)
         if requestMethod == "HEAD" || (100..<200).contains(status) || status == 204 || status == 304 {
-            bodyLength = 0
-        } else if !HeaderLookup.all("Transfer-Encoding", in: headers).isEmpty {
-            throw HTTPParseError(status: 501, detail: "Transfer-Encoding (chunked) responses are not implemented")
+            framing = .length(0)
+        } else if !codings.isEmpty {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); only plain chunked is decoded.
+            guard codings == ["chunked"] else {
+                throw HTTPParseError(status: 501, detail: "Transfer-Encoding '\(codings.joined(separator: ", "))' is not implemented (only chunked)")
+            }
+            framing = .chunked
         } else if let length = try HeadParsing.contentLength(headers) {
             guard length <= maxBodyBytes else {
                 throw HTTPParseError(status: 413, detail: "the body is larger than \(maxBodyBytes) bytes")
             }
-            bodyLength = length
+            framing = .length(length)
         } else {
-            bodyLength = nil
+            framing = .untilClose
             keepAlive = false
         }
         let head = HTTPResponseHead(version: version, status: status, reason: reason, headers: headers, keepAlive: keepAlive)
-        return (head, bodyLength)
+        return (head, framing)
     }
 }

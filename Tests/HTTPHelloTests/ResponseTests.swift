@@ -154,10 +154,33 @@ struct ResponseTests {
         #expect(throwsStatus { _ = try truncated.nextResponse() } == 400)
     }
 
-    @Test("the response parser refuses malformed status lines, chunked bodies and oversized heads",
+    @Test("the response parser decodes chunked bodies, fed one byte at a time: extensions, trailers, bare LF, then the next response")
+    func chunkedBodies() throws {
+        let wire = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7;ext=1\r\nhello, \r\n6\r\nclient\r\n0\r\nX-Trailer: y\r\n\r\n"
+            + "HTTP/1.1 200 OK\nTransfer-Encoding: Chunked\n\n2\nhi\n0\n\n"
+        var parser = HTTPResponseParser()
+        var bodies: [String] = []
+        for byte in Array(wire.utf8) {
+            parser.append([byte])
+            if let response = try parser.nextResponse() { bodies.append(text(response.body)) }
+        }
+        #expect(bodies == ["hello, client", "hi"])
+        #expect(parser.bufferedByteCount == 0)
+
+        var truncated = HTTPResponseParser()
+        truncated.append(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".utf8))
+        #expect(try truncated.nextResponse() == nil)
+        truncated.endOfInput()
+        #expect(throwsStatus { _ = try truncated.nextResponse() } == 400)
+    }
+
+    @Test("the response parser refuses malformed status lines, other transfer codings, bad chunks and oversized heads",
           arguments: [("HTTP/1.1 20 OK\r\n\r\n", 400), ("HTTP/1.1 2000 OK\r\n\r\n", 400), ("HTTP/1.1200 OK\r\n\r\n", 400),
                       ("HTTP/2 200 OK\r\n\r\n", 400), ("HTTP/2.0 200 OK\r\n\r\n", 505), ("ICY 200 OK\r\n\r\n", 400),
-                      ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+                      ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+                      ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+                      ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", 400),
+                      ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n", 413),
                       ("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 400),
                       ("HTTP/1.1 200 OK\r\nX: " + String(repeating: "y", count: 16384) + "\r\n\r\n", 431),
                       ("HTTP/1.1 200 OK\r\nContent-Length: 1048577\r\n\r\n", 413)])
