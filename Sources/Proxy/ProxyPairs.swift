@@ -25,7 +25,8 @@ public struct ProxyStatistics: Sendable, Equatable {
 
 /// The pairs of one proxy, shared by the pumps on every loop: counts them, collects their
 /// statistics when they finish, and lets a shutdown refuse new pairs and wait for the open ones.
-/// Pumps report only when a pair starts and ends, so the lock is taken twice per connection.
+/// Pumps report events, never bytes as they flow: a pair takes the lock when it starts, when it
+/// connects to the target, when backpressure pauses it, and when it ends (with its byte counts).
 public final class ProxyPairs: @unchecked Sendable {
     private let condition = NSCondition()
     private var statistics = ProxyStatistics()
