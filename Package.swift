@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Dependencies point down only: Apps -> Loop -> TLSContract <- backends <- C modules.
+// Dependencies point down only: Apps -> Proxy -> Loop -> TLSContract <- backends <- C modules.
 // Each backend imports only its own C module; nothing above the backends sees a C type.
 let package = Package(
     name: "swift-mtls",
@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "TLSBackends", targets: ["TLSBackends"]),
         .library(name: "PKI", targets: ["PKI"]),
         .library(name: "Loop", targets: ["Loop"]),
+        .library(name: "Proxy", targets: ["Proxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
@@ -56,10 +57,13 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
         .target(name: "HTTPHello", dependencies: ["TLSContract"]),
+        .target(
+            name: "Proxy",
+            dependencies: ["Loop", "TLSContract", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "Apps",
             dependencies: [
-                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello",
+                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello", "Proxy",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -76,6 +80,12 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]),
+        .testTarget(
+            name: "ProxyTests",
+            dependencies: [
+                "Proxy", "Loop", "TLSBackends", "TLSContract", "PKI", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "AppsTests", dependencies: ["TestSupport", "TLSContract"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", "TestSupport"]),

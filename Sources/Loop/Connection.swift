@@ -13,10 +13,15 @@ public protocol ConnectionHandler: AnyObject {
     func connectionDidBecomeWritable(_ connection: Connection)
     /// The connection is gone: `nil` for a clean close (close_notify, or our own `close()`).
     func connectionDidClose(_ connection: Connection, error: ConnectionError?)
+    /// With `ConnectionOptions.allowsHalfClose`: the peer will send nothing more (TCP EOF on a plain
+    /// connection, close_notify on a TLS one), but still reads. We may go on writing; the connection
+    /// closes once we call `shutdownWrite()` (or `close()`). Never called without the option.
+    func connectionDidReceiveEnd(_ connection: Connection)
 }
 
 extension ConnectionHandler {
     public func connectionDidBecomeWritable(_ connection: Connection) {}
+    public func connectionDidReceiveEnd(_ connection: Connection) {}
 }
 
 /// Limits that keep one connection from holding memory or a slot forever.
@@ -39,6 +44,10 @@ public struct ConnectionOptions: Sendable {
     /// Decides, once the peer's certificate is verified and before the application sees anything,
     /// whether this peer may talk to us. A refused peer gets close_notify and not one byte of data.
     public var authorize: (@Sendable (PeerIdentity?) -> Bool)?
+    /// Keep the connection open when the peer ends its half (see `connectionDidReceiveEnd`), for
+    /// applications that forward or answer after the end of a request, such as a proxy. Off: the
+    /// peer's end closes the connection, as it always did.
+    public var allowsHalfClose = false
 
     public init() {}
 }
@@ -102,6 +111,11 @@ public final class Connection {
     private var closeReported = false
     private var shutdownStarted = false
     private var handlingData = false
+    /// Half-close (see `shutdownWrite`): asked for, TCP shutdown started (shared with the full close
+    /// path, so only one `uv_shutdown` is ever issued), and the peer's own end seen.
+    private var writeShutdownRequested = false
+    private var writeShutdownComplete = false
+    private var peerEnded = false
     let onClose: ((Connection) -> Void)?
 
     /// `acceptedSocket`: a TCP handle already initialised on `loop` and accepted (the server path
@@ -143,6 +157,7 @@ public final class Connection {
             state = .established
             resetIdleTimer()
             handler?.connectionDidEstablish(self)
+            performRequestedWriteShutdown()
         }
     }
 
@@ -166,6 +181,11 @@ public final class Connection {
             break
         }
         beginClosing()
+        // Our half is already shut (close_notify and FIN sent): nothing is left to say.
+        if writeShutdownComplete {
+            closeNow()
+            return
+        }
         session?.close()
         flushCiphertext()
         shutdownWhenDrained()
@@ -202,6 +222,12 @@ public final class Connection {
 
     private func shutdownWhenDrained() {
         guard state == .closing, queuedOutboundBytes == 0, !shutdownStarted else { return }
+        startTCPShutdown()
+    }
+
+    /// Sends our FIN once libuv has written everything queued before it. The full close ends the
+    /// connection when it is done; a half-close ends it only if the peer has ended too.
+    private func startTCPShutdown() {
         shutdownStarted = true
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         // Retained until the callback, which libuv always calls (with UV_ECANCELED if the socket closes first).
@@ -210,12 +236,70 @@ public final class Connection {
             guard let request, let data = request.pointee.data else { return }
             let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
             request.deallocate()
-            connection.closeNow()
+            connection.tcpShutdownCompleted()
         }
         if status != 0 {
             Unmanaged<Connection>.fromOpaque(request.pointee.data).release()
             request.deallocate()
             closeNow()
+        }
+    }
+
+    private func tcpShutdownCompleted() {
+        writeShutdownComplete = true
+        if state == .closing || peerEnded { closeNow() }
+    }
+
+    // MARK: Half-close
+
+    /// Ends our half of the connection and keeps reading: for TLS, close_notify, then (once every
+    /// queued byte is written) a TCP shutdown; for plain TCP, the shutdown alone. Later writes throw.
+    /// The connection closes when the peer has ended its half too; until then only the idle timeout
+    /// bounds how long the peer may take. Before the connection is established the request waits
+    /// for it. Meant for `allowsHalfClose`; without it the peer's end closes the connection anyway.
+    ///
+    /// TLS 1.3 allows reading after sending close_notify (RFC 8446, 6.1), and both backends do it
+    /// in 1.2 as well; a peer that answers close_notify by closing its own half at once (many
+    /// TLS 1.2 stacks do) simply ends the connection sooner.
+    public func shutdownWrite() {
+        guard !writeShutdownRequested, state != .closing, state != .closed else { return }
+        writeShutdownRequested = true
+        performRequestedWriteShutdown()
+    }
+
+    private func performRequestedWriteShutdown() {
+        guard writeShutdownRequested, state == .established, !shutdownStarted else { return }
+        // The peer is done as well: this is a full close, with its bound.
+        if peerEnded {
+            close()
+            return
+        }
+        session?.close()
+        flushCiphertext()
+        shutdownWriteWhenDrained()
+    }
+
+    private func shutdownWriteWhenDrained() {
+        guard writeShutdownRequested, state == .established, queuedOutboundBytes == 0, !shutdownStarted else { return }
+        startTCPShutdown()
+    }
+
+    /// The peer ended its half. With half-close allowed the handler hears of it and decides what
+    /// follows; a connection whose own half is already shut is done.
+    private func peerDidEnd() {
+        guard options.allowsHalfClose, state == .established else {
+            close()
+            return
+        }
+        peerEnded = true
+        // Nothing more will come: a read would only see the EOF again.
+        stopReading()
+        handler?.connectionDidReceiveEnd(self)
+        if writeShutdownComplete {
+            closeNow()  // both halves are done
+        } else if writeShutdownRequested {
+            // Ours is still draining to a peer that is done: finish within the close timeout.
+            close()
         }
     }
 
@@ -295,7 +379,7 @@ public final class Connection {
     // MARK: Reading
 
     private func startReading() {
-        guard !socketReading, state != .closed else { return }
+        guard !socketReading, !peerEnded, state != .closed else { return }
         socketReading = true
         uv_read_start(mtls_tcp_stream(tcp), { handle, _, buffer in
             guard let handle, let buffer, let data = handle.pointee.data else { return }
@@ -336,9 +420,9 @@ public final class Connection {
                 session.receiveEndOfInput()
                 drive()
                 // A session that still reports nothing (a clean close already seen) ends here.
-                if state != .closed && state != .closing { close() }
+                if state != .closed && state != .closing && !peerEnded { close() }
             } else {
-                close()
+                peerDidEnd()
             }
         } else if count < 0 {
             fail(.transport(code: Int32(count), operation: "reading from \(remoteAddress)"))
@@ -368,6 +452,7 @@ public final class Connection {
                     phaseTimer?.stop()
                     resetIdleTimer()
                     handler?.connectionDidEstablish(self)
+                    performRequestedWriteShutdown()
                 }
             case .plaintextReady:
                 // The loop's scratch buffer: a handler that writes back re-enters only flushCiphertext,
@@ -381,7 +466,7 @@ public final class Connection {
                 }
             case .peerClosed:
                 flushCiphertext()
-                close()
+                if !peerEnded { peerDidEnd() }
                 break loop
             case .failed(let error):
                 fail(.tls(error))
@@ -418,7 +503,7 @@ public final class Connection {
     /// Encrypts (for TLS) and sends. Never drops bytes: what the socket does not take at once is
     /// queued until libuv confirms it. Throws when the connection is closing or closed.
     public func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
-        guard state == .established || state == .handshaking else {
+        guard state == .established || state == .handshaking, !writeShutdownRequested else {
             throw .tls(TLSError(.sessionClosed, peer: remoteAddress))
         }
         resetIdleTimer()
@@ -497,6 +582,7 @@ public final class Connection {
             if state == .established { handler?.connectionDidBecomeWritable(self) }
         }
         if state == .closing { shutdownWhenDrained() }
+        if state == .established { shutdownWriteWhenDrained() }
     }
 }
 
