@@ -106,16 +106,14 @@ struct ProxyServerCommand: ParsableCommand {
         commandName: "server",
         abstract: "Accept mTLS and forward the plaintext to the target.",
         discussion: """
-            Only clients with a valid certificate from a trusted CA (and on the --allow list, if given) reach the \
-            target: the proxy connects to the target only after the handshake and the checks succeeded.
+            Only clients with a valid certificate from a trusted CA (and admitted by the --allow-* rules, if given) \
+            reach the target: the proxy connects to the target only after the handshake and the checks succeeded.
             """)
 
     @OptionGroup var credentials: CredentialOptions
     @OptionGroup var proxy: ProxyOptions
 
-    @Option(name: .customLong("allow"), parsing: .upToNextOption,
-            help: "Only these clients (CN, SAN or SPIFFE URI); others are refused before the target hears of them.")
-    var allow: [String] = []
+    @OptionGroup var policy: PeerPolicyOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
@@ -127,13 +125,16 @@ struct ProxyServerCommand: ParsableCommand {
             throw ValidationError("the proxy server verifies client certificates: give their CA with --ca or --pki")
         }
         let configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
-                                             clientAuthentication: .require, minimumVersion: credentials.minimumVersion)
+                                             clientAuthentication: .require, minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
             printError("mtls proxy server: \(error.summary)")
             throw ExitCode(1)
         }
-        try proxy.serve("server", tls: context, authorize: AllowList.authorize(allow), target: target,
+        var authorization = ConnectionOptions()
+        try policy.install(into: &authorization, logger: logger)
+        try proxy.serve("server", tls: context, authorize: authorization.authorize, target: target,
                         backend: credentials.backend, logger: logger)
     }
 }
@@ -158,6 +159,8 @@ struct ProxyClientCommand: ParsableCommand {
     @Flag(name: .customLong("unsafe-listen"), help: "Allow --listen on an address other than loopback.")
     var unsafeListen = false
 
+    @OptionGroup var verify: PeerVerifyOptions
+
     func validate() throws {
         guard !unsafeListen else { return }
         let listenAddress = try proxy.listenAddress()
@@ -181,24 +184,17 @@ struct ProxyClientCommand: ParsableCommand {
         }
         let name = serverName ?? targetAddress.host
         let configuration = TLSConfiguration(role: .client, identity: identity, trustRoots: credentials.trustRoots,
-                                             serverName: name, minimumVersion: credentials.minimumVersion)
+                                             serverName: name, minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
             printError("mtls proxy client: \(error.summary)")
             throw ExitCode(1)
         }
-        let target = ProxyTarget(address: targetAddress, tls: context, serverName: name, connection: proxy.connectionOptions)
+        var connection = proxy.connectionOptions
+        try verify.install(into: &connection)
+        let target = ProxyTarget(address: targetAddress, tls: context, serverName: name, connection: connection)
         try proxy.serve("client", tls: nil, authorize: nil, target: target, backend: credentials.backend, logger: logger)
-    }
-}
-
-/// `--allow NAME...`: the clients admitted by name (CN, SAN or SPIFFE URI). A stand-in until the
-/// typed peer policy replaces it; it stays one `authorize` closure so that swap is one line.
-enum AllowList {
-    static func authorize(_ names: [String]) -> (@Sendable (PeerIdentity?) -> Bool)? {
-        guard !names.isEmpty else { return nil }
-        let allowed = Set(names)
-        return { identity in identity.map { !allowed.isDisjoint(with: $0.allNames) } ?? false }
     }
 }
 

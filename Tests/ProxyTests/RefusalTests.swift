@@ -45,7 +45,7 @@ extension ProxySuite {
         func refusedClients(backends: BackendPair) throws {
             let pki = TestPKI.shared(.ecdsaP256)
             let allowed = TestPKI.clientName
-            let chain = try ProxyChain(backends, authorize: { $0?.allNames.contains(allowed) ?? false })
+            let chain = try ProxyChain(backends, authorize: { $0?.dnsNames.contains(allowed) ?? false })
             defer { chain.shutdown() }
             let otherClient = try pki.root.issue(.client(name: "not-on-the-list.swift-mtls.test", keyType: .ecdsaP256))
             let refused: [(String, TLSConfiguration.Identity?)] = [

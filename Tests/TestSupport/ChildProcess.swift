@@ -35,12 +35,16 @@ public final class ChildProcess: @unchecked Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // The child starts with default signal handling (our test process ignores SIGPIPE).
+        // The child starts with default signal handling (our test process ignores SIGPIPE) and no
+        // blocked signals (a test thread may block SIGTERM, which `terminate` relies on).
         var defaults = sigset_t()
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF))
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
 
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { $1 }
@@ -73,9 +77,20 @@ public final class ChildProcess: @unchecked Sendable {
         public var description: String { "cannot start \(executable): \(String(cString: strerror(code)))" }
     }
 
-    /// Everything the child printed so far.
+    /// Everything the child printed so far. Read with POSIX calls: Foundation's
+    /// `String(contentsOfFile:)` leaks its buffer when the file is empty (seen under LeakSanitizer).
     public var output: String {
-        (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let fd = open(outputPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public var isRunning: Bool { reap(blocking: false) == nil }
