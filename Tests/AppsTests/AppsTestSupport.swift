@@ -4,29 +4,7 @@ import TestSupport
 
 /// The `mtls` binary built next to this test bundle (or `MTLS_EXECUTABLE`).
 func mtlsExecutable() throws -> String {
-    if let override = ProcessInfo.processInfo.environment["MTLS_EXECUTABLE"] { return override }
-    var starts = [Bundle.main.bundleURL, Bundle.main.executableURL, URL(fileURLWithPath: CommandLine.arguments[0])]
-        .compactMap { $0?.resolvingSymlinksInPath() }
-    starts += Bundle.allBundles.map(\.bundleURL).filter { $0.pathExtension == "xctest" }
-    for start in starts {
-        var directory = start
-        for _ in 0..<5 {
-            let candidate = directory.appendingPathComponent("mtls").path
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
-               FileManager.default.isExecutableFile(atPath: candidate) {
-                return candidate
-            }
-            directory.deleteLastPathComponent()
-        }
-    }
-    struct NotFound: Error, CustomStringConvertible {
-        let searched: [URL]
-        var description: String {
-            "no `mtls` executable next to the test bundle (searched from \(searched.map(\.path))); build it or set MTLS_EXECUTABLE"
-        }
-    }
-    throw NotFound(searched: starts)
+    try builtExecutable("mtls")
 }
 
 /// Runs `mtls` with `arguments`.

@@ -142,16 +142,3 @@ extension HostilePeerTests {
         #expect(run.output.contains(plain ? "idle" : "did not finish in time"), "\(run.output)")
     }
 }
-
-/// A thread-safe box for results that background work produces.
-final class Shared<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func with<R>(_ body: (inout Value) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
-    }
-    var current: Value { with { $0 } }
-}

@@ -20,29 +20,6 @@ struct SocketPair: Sendable, CustomTestStringConvertible {
     }
 }
 
-/// A thread-safe box for results that loop callbacks produce and the test thread reads.
-final class Shared<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func with<R>(_ body: (inout Value) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
-    }
-    var current: Value { with { $0 } }
-}
-
-/// Waits for a signal, failing the test (not hanging it) after `seconds`.
-func waitFor(_ semaphore: DispatchSemaphore, seconds: Double = 60, _ what: String,
-             sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-    if semaphore.wait(timeout: .now() + seconds) == .timedOut {
-        Issue.record("timed out waiting for \(what)", sourceLocation: sourceLocation)
-        return false
-    }
-    return true
-}
-
 /// Echoes every byte back. Records how each connection ended.
 final class EchoHandler: ConnectionHandler, @unchecked Sendable {
     let closes: Shared<[String]>

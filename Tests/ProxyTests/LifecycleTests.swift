@@ -11,9 +11,9 @@ extension ProxySuite {
         let backends = BackendPair.single
 
         /// Runs `proxy.shutdown(drainTimeout:)` on another thread; its result arrives in the box.
-        func startDrain(_ proxy: ProxyListener, within timeout: Duration) -> (done: DispatchSemaphore, unfinished: Locked<Int?>) {
+        func startDrain(_ proxy: ProxyListener, within timeout: Duration) -> (done: DispatchSemaphore, unfinished: Shared<Int?>) {
             let done = DispatchSemaphore(value: 0)
-            let unfinished = Locked<Int?>(nil)
+            let unfinished = Shared<Int?>(nil)
             Thread.detachNewThread {
                 let left = proxy.shutdown(drainTimeout: timeout)
                 unfinished.with { $0 = left }

@@ -24,29 +24,6 @@ struct BackendPair: Sendable, CustomTestStringConvertible {
     var testDescription: String { "\(client.name) proxy client → \(server.name) proxy server" }
 }
 
-/// A value shared between loop callbacks and the test thread.
-final class Locked<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func with<R>(_ body: (inout Value) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
-    }
-    var current: Value { with { $0 } }
-}
-
-/// Waits for a signal, failing the test (not hanging it) after `seconds`.
-func waitFor(_ semaphore: DispatchSemaphore, seconds: Double = 60, _ what: String,
-             sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
-    if semaphore.wait(timeout: .now() + seconds) == .timedOut {
-        Issue.record("timed out waiting for \(what)", sourceLocation: sourceLocation)
-        return false
-    }
-    return true
-}
-
 /// Polls `condition` every 20 ms for up to `seconds`.
 func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
@@ -106,9 +83,9 @@ final class TestTarget: @unchecked Sendable {
     }
 
     let server: TCPServer
-    let accepted = Locked(0)
+    let accepted = Shared(0)
     /// With `greetThenListen`: what each connection received, once it closed.
-    let received = Locked<[[UInt8]]>([])
+    let received = Shared<[[UInt8]]>([])
     var port: Int { server.port }
 
     init(group: LoopGroup, behaviour: Behaviour = .echo, gate: ReadGate? = nil) throws {
@@ -127,11 +104,11 @@ final class TestTarget: @unchecked Sendable {
 private final class TargetConnection: ConnectionHandler {
     let behaviour: TestTarget.Behaviour
     let gate: ReadGate?
-    let accepted: Locked<Int>
-    let received: Locked<[[UInt8]]>
+    let accepted: Shared<Int>
+    let received: Shared<[[UInt8]]>
     private var collected: [UInt8] = []
 
-    init(behaviour: TestTarget.Behaviour, gate: ReadGate?, accepted: Locked<Int>, received: Locked<[[UInt8]]>) {
+    init(behaviour: TestTarget.Behaviour, gate: ReadGate?, accepted: Shared<Int>, received: Shared<[[UInt8]]>) {
         self.behaviour = behaviour
         self.gate = gate
         self.accepted = accepted
@@ -234,9 +211,9 @@ final class StreamClient: ConnectionHandler, @unchecked Sendable {
     let sendsAfterPeerEnds: Bool
     let readGate: ReadGate?
     let done = DispatchSemaphore(value: 0)
-    let outcome = Locked(Outcome())
+    let outcome = Shared(Outcome())
     /// Bytes handed to the connection so far, for tests that watch the client being held back.
-    let sent = Locked(0)
+    let sent = Shared(0)
     private var received: [UInt8] = []
     private var offset = 0
     private var sending = false

@@ -14,7 +14,7 @@ extension ProxySuite {
         /// certificate) and records what it gets back.
         final class Probe: ConnectionHandler, @unchecked Sendable {
             let done = DispatchSemaphore(value: 0)
-            let received = Locked(0)
+            let received = Shared(0)
             let request = Array("GET / HTTP/1.1\r\nHost: target\r\n\r\n".utf8)
 
             func connectionDidEstablish(_ connection: Connection) {
