@@ -12,37 +12,8 @@ struct InteropTests {
                                              "--listen", "127.0.0.1:0", "--loops", "1"] + extra)
     }
 
-    @Test("curl, Python, openssl s_client and gnutls-cli reach our hello-server with a client certificate",
-          arguments: backends)
-    func externalClientsSucceed(backend: String) throws {
-        let pki = try PKIFixture()
-        let server = try helloServer(backend, pki)
-        defer { server.stop() }
-        let port = server.port
-        for tlsFlag in ["--tlsv1.3", "--tls-max"] {
-            var arguments = ["-sS", "--fail", "--cacert", pki.file("ca.pem"), "--cert", pki.file("client.pem"),
-                             "--key", pki.file("client.key"), "--resolve", "localhost:\(port):127.0.0.1",
-                             "https://localhost:\(port)/hello", "-w", "\n%{ssl_version}"]
-            if tlsFlag == "--tls-max" { arguments += ["--tls-max", "1.2"] } else { arguments.append(tlsFlag) }
-            let curl = try runTool("/usr/bin/curl", arguments)
-            #expect(curl.status == 0, "curl \(tlsFlag): \(curl.output)")
-            #expect(curl.output.contains("hello, client"), "\(curl.output)")
-        }
-        let python = try runTool("/usr/bin/env", ["python3", "-c", PythonClient.script, pki.file("ca.pem"),
-                                                  pki.file("client.pem"), pki.file("client.key"), "\(port)"])
-        #expect(python.status == 0 && python.output.contains("hello, client"), "python: \(python.output)")
-
-        let sClient = try runTool("/usr/bin/openssl", [
-            "s_client", "-connect", "127.0.0.1:\(port)", "-servername", "localhost", "-CAfile", pki.file("ca.pem"),
-            "-cert", pki.file("client.pem"), "-key", pki.file("client.key"), "-verify_return_error",
-            "-verify_hostname", "localhost", "-quiet"], input: helloRequest)
-        #expect(sClient.output.contains("hello, client"), "s_client: \(sClient.output)")
-
-        let gnutlsCLI = try runTool("/usr/bin/gnutls-cli", [
-            "--x509cafile", pki.file("ca.pem"), "--x509certfile", pki.file("client.pem"),
-            "--x509keyfile", pki.file("client.key"), "-p", "\(port)", "127.0.0.1"], input: helloRequest)
-        #expect(gnutlsCLI.output.contains("hello, client"), "gnutls-cli: \(gnutlsCLI.output)")
-    }
+    // Outside clients and servers reaching ours, in both roles, every version and key type: see
+    // OutsidePeerMatrixTests. What stays here is what the matrix does not cover.
 
     @Test("Without a certificate, or with one from another CA, every client is refused at the TLS layer",
           arguments: backends)
@@ -75,32 +46,6 @@ struct InteropTests {
                                                       certificate ?? "", key ?? "", "\(port)"])
             #expect(python.status != 0 && !python.output.contains("hello"), "python, \(label): \(python.output)")
         }
-    }
-
-    @Test("Our hello-client reaches openssl s_server and gnutls-serv", arguments: backends)
-    func ourClientReachesExternalServers(backend: String) throws {
-        let pki = try PKIFixture()
-        try "hello from s_server\n".write(toFile: pki.file("hello"), atomically: true, encoding: .utf8)
-        let sServerPort = freePort()
-        let sServer = try ServerProcess("/usr/bin/openssl", [
-            "s_server", "-accept", "\(sServerPort)", "-cert", pki.file("server.pem"), "-key", pki.file("server.key"),
-            "-CAfile", pki.file("ca.pem"), "-Verify", "1", "-verify_return_error", "-WWW"],
-            port: sServerPort, directory: pki.path)
-        defer { sServer.stop() }
-        let toSServer = try runTool(try mtlsExecutable(), ["hello-client", "--backend", backend, "--pki", pki.path,
-                                                       "--url", "https://localhost:\(sServerPort)/hello",
-                                                       "--server-name", "localhost"])
-        #expect(toSServer.status == 0 && toSServer.output.contains("hello from s_server"), "\(toSServer.output)")
-
-        let gnutlsPort = freePort()
-        let gnutlsServ = try ServerProcess("/usr/bin/gnutls-serv", [
-            "--http", "--require-client-cert", "--x509cafile", pki.file("ca.pem"), "--x509certfile", pki.file("server.pem"),
-            "--x509keyfile", pki.file("server.key"), "-p", "\(gnutlsPort)"], port: gnutlsPort)
-        defer { gnutlsServ.stop() }
-        let toGnuTLS = try runTool(try mtlsExecutable(), ["hello-client", "--backend", backend, "--pki", pki.path,
-                                                      "--url", "https://127.0.0.1:\(gnutlsPort)/hello"])
-        #expect(toGnuTLS.status == 0, "\(toGnuTLS.output)")
-        #expect(toGnuTLS.output.contains("tls: TLS 1.3"), "\(toGnuTLS.output)")
     }
 
     @Test("Echo: our client and server on every backend pair, and socat's OpenSSL echo, 16 MiB byte-exact")
