@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "TLSBackends", targets: ["TLSBackends"]),
         .library(name: "PKI", targets: ["PKI"]),
         .library(name: "Loop", targets: ["Loop"]),
+        .library(name: "Service", targets: ["Service"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
@@ -56,10 +57,15 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]),
         .target(name: "HTTPHello", dependencies: ["TLSContract"]),
+        // What every server and long-lived client shares: credentials that reload (files, SIGHUP,
+        // an interval) into a context provider the Loop asks per connection; expiry warnings.
+        .target(
+            name: "Service",
+            dependencies: ["Loop", "TLSContract", "TLSBackends", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "Apps",
             dependencies: [
-                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello",
+                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello", "Service",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -69,6 +75,10 @@ let package = Package(
         .testTarget(name: "ConformanceTests", dependencies: ["TestSupport", "TLSContract", "TLSBackends", "PKI"]),
         .testTarget(name: "LoopTests", dependencies: ["Loop", "TLSBackends", "TLSContract", "TestSupport"]),
         .testTarget(name: "HTTPHelloTests", dependencies: ["HTTPHello"]),
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Service", "Loop", "TLSBackends", "TLSContract", "TestSupport", "PKI",
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "TLSContractTests",
             dependencies: [
