@@ -28,6 +28,16 @@ public enum CRLFactory {
         thisUpdate: Date = Date().addingTimeInterval(-60), nextUpdate: Date = Date().addingTimeInterval(86400),
         der: Bool = false
     ) throws -> [UInt8] {
+        try make(caCertificatePEM: authority.certificatePEM, caKeyPEM: authority.privateKeyPEM, revokingSerials: serials,
+                 thisUpdate: thisUpdate, nextUpdate: nextUpdate, der: der)
+    }
+
+    /// The same, for a CA given as PEM text (e.g. the ca.pem and ca.key of `mtls pki init`).
+    public static func make(
+        caCertificatePEM: String, caKeyPEM: String, revokingSerials serials: [String],
+        thisUpdate: Date = Date().addingTimeInterval(-60), nextUpdate: Date = Date().addingTimeInterval(86400),
+        der: Bool = false
+    ) throws -> [UInt8] {
         let directory = try TemporaryDirectory(prefix: "mtls-crl")
         let revokedAt = timestamp(thisUpdate, short: true)
         let expiry = timestamp(Date().addingTimeInterval(365 * 86400), short: true)
@@ -37,8 +47,8 @@ public enum CRLFactory {
         }.joined()
         try directory.write("index.txt", index)
         try directory.write("crlnumber", "1000\n")
-        let caCertificate = try directory.write("ca.pem", authority.certificatePEM)
-        let caKey = try directory.write("ca.key", authority.privateKeyPEM)
+        let caCertificate = try directory.write("ca.pem", caCertificatePEM)
+        let caKey = try directory.write("ca.key", caKeyPEM)
         let configuration = try directory.write("ca.cnf", """
             [ ca ]
             default_ca = test_ca
