@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "PKI", targets: ["PKI"]),
         .library(name: "Loop", targets: ["Loop"]),
         .library(name: "Proxy", targets: ["Proxy"]),
+        .library(name: "Service", targets: ["Service"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
@@ -60,10 +61,15 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: ["Loop", "TLSContract", .product(name: "Logging", package: "swift-log")]),
+        // What every server and long-lived client shares: credentials that reload (files, SIGHUP,
+        // an interval) into a context provider the Loop asks per connection; expiry warnings.
+        .target(
+            name: "Service",
+            dependencies: ["Loop", "TLSContract", "TLSBackends", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "Apps",
             dependencies: [
-                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello", "Proxy",
+                "TLSContract", "TLSBackends", "TLSBackendOpenSSL", "PKI", "Loop", "HTTPHello", "Proxy", "Service",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -73,6 +79,10 @@ let package = Package(
         .testTarget(name: "ConformanceTests", dependencies: ["TestSupport", "TLSContract", "TLSBackends", "PKI"]),
         .testTarget(name: "LoopTests", dependencies: ["Loop", "TLSBackends", "TLSContract", "TestSupport"]),
         .testTarget(name: "HTTPHelloTests", dependencies: ["HTTPHello"]),
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Service", "Loop", "TLSBackends", "TLSContract", "TestSupport", "PKI",
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "TLSContractTests",
             dependencies: [

@@ -25,6 +25,11 @@ struct CredentialOptions: ParsableArguments {
     @Option(help: "Our certificate and key as a PKCS#12 bundle, instead of --cert/--key.")
     var p12: String?
 
+    @Option(help: ArgumentHelp(
+        "A certificate revocation list (PEM, possibly several concatenated, or DER). Repeat for several. A peer whose certificate or intermediate is listed by its issuer is refused; a CRL past its nextUpdate refuses the certificates it covers.",
+        valueName: "file"))
+    var crl: [String] = []
+
     @Option(name: .customLong("p12-password"), help: "The PKCS#12 bundle's password.")
     var p12Password: String = ""
 
@@ -75,6 +80,8 @@ struct CredentialOptions: ParsableArguments {
         if let pki { return [.file("\(pki)/ca.pem")] }
         return []
     }
+
+    var crls: [TLSConfiguration.Source] { crl.map { .file($0) } }
 
     /// The files named in messages about trust, e.g. "--ca ca.pem".
     var trustDescription: String {
@@ -139,6 +146,10 @@ enum UserFacingError {
             return "the \(peer)'s certificate is not allowed for TLS \(peer) authentication (extended key usage)"
         case .certificateRejected(.notAuthorized):
             return "the \(peer)'s identity is not on the allow list"
+        case .certificateRejected(.revoked):
+            return "the \(peer)'s certificate has been revoked (\(error.detail))"
+        case .certificateRejected(.crlExpired):
+            return "the CRL that covers the \(peer)'s certificate has expired, so its revocation status is unknown (\(error.detail))"
         default:
             return error.summary
         }

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import Loop
+import Service
 import TLSContract
 
 /// `mtls echo-server`: sends back every byte it receives, binary-safe, over mTLS or plain TCP.
@@ -15,6 +16,7 @@ struct EchoServerCommand: ParsableCommand {
     @Option(help: "Event loops (threads).") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var limits: ServerLimitOptions
     @OptionGroup(title: "Client authorization (any one rule admits)") var peerPolicy: PeerPolicyOptions
+    @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
     func validate() throws {
         try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
@@ -23,7 +25,8 @@ struct EchoServerCommand: ParsableCommand {
     func run() throws {
         let logger = credentials.makeLogger("mtls.echo-server")
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port") }
-        var context: (any TLSContext)?
+        var provider: TLSContextProvider?
+        var triggers: ReloadTriggers?
         if mode != .plain {
             guard let identity = credentials.identity(role: .server) else {
                 throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
@@ -32,11 +35,15 @@ struct EchoServerCommand: ParsableCommand {
                                                  clientAuthentication: mode == .mtls ? .require : .none,
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
-            if mode == .tls { configuration.trustRoots = [] }
-            do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
-                printError("mtls echo-server: \(error.summary)")
-                throw ExitCode(1)
+            configuration.crls = credentials.crls
+            if mode == .tls {
+                configuration.trustRoots = []
+                configuration.crls = []
             }
+            let (reloading, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                        command: "echo-server")
+            provider = reloading.provider
+            triggers = started
         }
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
@@ -44,7 +51,7 @@ struct EchoServerCommand: ParsableCommand {
         try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
         do {
-            server = try TCPServer(group: group, listen: target, tls: context, options: options) {
+            server = try TCPServer(group: group, listen: target, contexts: provider, options: options) {
                 EchoConnection(logger: logger)
             }
         } catch {
@@ -53,6 +60,7 @@ struct EchoServerCommand: ParsableCommand {
         }
         printNow("listening on \(server.address) (\(mode.rawValue), backend \(credentials.backend))")
         ShutdownSignals.wait()
+        triggers?.stop()
         server.shutdown(graceful: true)
         group.shutdown()
     }
@@ -112,10 +120,11 @@ struct EchoClientCommand: ParsableCommand {
         }
         var context: (any TLSContext)?
         if !plain {
-            let configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
+            var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
                                                  trustRoots: credentials.trustRoots, serverName: serverName ?? target.host,
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
+            configuration.crls = credentials.crls
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-client: \(error.summary)")
                 throw ExitCode(1)

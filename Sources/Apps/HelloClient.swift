@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import HTTPHello
 import Loop
+import Service
 import TLSContract
 
 /// `mtls hello-client`: fetches /hello and shows what was negotiated and who answered.
@@ -15,8 +16,13 @@ struct HelloClientCommand: ParsableCommand {
     @Option(help: "The URL to fetch: https://HOST:PORT/PATH (or http:// for a plain server).")
     var url: String = "https://localhost:8443/hello"
 
-    @Option(help: "Requests to send on the one keep-alive connection.")
+    @Option(help: "Requests to send: on one keep-alive connection, or with --interval each on a connection of its own.")
     var count: Int = 1
+
+    @Option(help: ArgumentHelp(
+        "Seconds between requests, each on a new connection made with the credentials current at that moment: a long-running client that reloads them on SIGHUP, when its files change, and every --reload-interval.",
+        valueName: "seconds"))
+    var interval: Double?
 
     @Option(name: .customLong("server-name"), help: "The name to verify the server against (default: the URL's host).")
     var serverName: String?
@@ -24,16 +30,27 @@ struct HelloClientCommand: ParsableCommand {
     @OptionGroup(title: "Server authorization (any one rule admits; checked before any request byte)")
     var verify: PeerVerifyOptions
 
+    @OptionGroup(title: "Reloading credentials (with --interval)") var reload: ReloadOptions
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        if let interval, !(interval >= 0) { throw ValidationError("--interval takes a number of seconds, 0 or more") }
+    }
+
     func run() throws {
         let target = try ParsedURL(url)
+        var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
+                                             trustRoots: credentials.trustRoots,
+                                             serverName: serverName ?? target.host,
+                                             minimumVersion: credentials.minimumVersion,
+                                             maximumVersion: credentials.maximumVersion)
+        configuration.crls = credentials.crls
+        if let interval {
+            try runRepeatedly(target: target, configuration: configuration, interval: interval)
+            return
+        }
         var tls: (any TLSContext)?
         if target.isTLS {
-            var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
-                                                 trustRoots: credentials.trustRoots,
-                                                 serverName: serverName ?? target.host,
-                                                 minimumVersion: credentials.minimumVersion,
-                                                 maximumVersion: credentials.maximumVersion)
-            configuration.serverName = serverName ?? target.host
             do {
                 tls = try credentials.selectedBackend.makeContext(configuration)
             } catch {
@@ -66,8 +83,64 @@ struct HelloClientCommand: ParsableCommand {
         if let server = outcome.serverIdentity {
             print("server: \(server.subject) (SANs: \((server.dnsNames + server.ipAddresses + server.uris).joined(separator: ", ")))")
             print("server spki-sha256: \(server.spkiSHA256Hex)")
+            if let leaf = server.certificateChainDER.first, let summary = try? CertificateSummary(derEncoded: leaf) {
+                print("server serial: \(summary.serialHex), valid until \(DateText.format(summary.notValidAfter))")
+            }
         }
         if outcome.statuses.contains(where: { $0 >= 400 }) { throw ExitCode(1) }
+    }
+
+    /// `--count N --interval S`: N requests, S seconds apart, each on its own connection with the
+    /// context current then, so a renewal (ours, or the server's) shows from one line to the next.
+    /// One line per request; a failed one is reported and the next is tried; exit 1 if any failed.
+    private func runRepeatedly(target: ParsedURL, configuration: TLSConfiguration, interval: Double) throws {
+        var reloading: ReloadingContext?
+        var triggers: ReloadTriggers?
+        if target.isTLS {
+            let logger = credentials.makeLogger("mtls.hello-client")
+            (reloading, triggers) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                     command: "hello-client")
+        }
+        defer { triggers?.stop() }
+        var options = ConnectionOptions()
+        if !target.isTLS, try !verify.policy().isEmpty {
+            throw ValidationError("--verify-* rules check the server's certificate: they need an https:// URL")
+        }
+        let authorizer = try verify.install(into: &options)
+        let group = LoopGroup(count: 1)
+        defer { group.shutdown() }
+        var failures = 0
+        for index in 1...count {
+            if index > 1 { Thread.sleep(forTimeInterval: interval) }
+            let outcome = HelloFetch.run(loop: group.next(), target: target.endpoint, path: target.path, host: target.host,
+                                         tls: reloading?.context, count: 1, options: options)
+            let label = "[\(index)/\(count)]"
+            if let error = outcome.error {
+                failures += 1
+                let reason = error.isPolicyRefusal && authorizer?.lastRefusal != nil
+                    ? "\(authorizer!.lastRefusal!); no request was sent"
+                    : UserFacingError.describe(error, role: .client, options: credentials,
+                                               hasIdentity: configuration.identity != nil)
+                printError("mtls hello-client: \(label) \(reason)")
+                continue
+            }
+            if outcome.statuses.contains(where: { $0 >= 400 }) { failures += 1 }
+            var line = "\(label) " + outcome.bodies.map { String(decoding: $0, as: UTF8.self) }.joined()
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            if let server = outcome.serverIdentity, let leaf = server.certificateChainDER.first,
+               let summary = try? CertificateSummary(derEncoded: leaf) {
+                line += " (server serial \(summary.serialHex)"
+                if let negotiated = outcome.negotiated {
+                    line += ", \(negotiated.version)\(negotiated.resumed ? ", resumed" : "")"
+                }
+                line += ")"
+            }
+            printNow(line)
+        }
+        if failures > 0 {
+            printError("mtls hello-client: \(failures) of \(count) requests failed")
+            throw ExitCode(1)
+        }
     }
 }
 

@@ -4,6 +4,7 @@ import Foundation
 import HTTPHello
 import Logging
 import Loop
+import Service
 import TLSContract
 
 /// `mtls hello-server`: HTTPS `GET /hello` that greets the verified client by name.
@@ -17,6 +18,12 @@ struct HelloServerCommand: ParsableCommand {
 
             --allow is gone: it matched the CN and every SAN in one case-sensitive list, so a CN could pass for \
             a DNS name, and an IP or URI for a CN. Giving it is an error that names the typed flag to use.
+
+            Renewal without a restart: on SIGHUP, when any credential file changes (certificate, key, \
+            PKCS#12, --ca, --crl; renames into place and Kubernetes ..data symlink swaps included), and every \
+            --reload-interval seconds, the server builds a new context and uses it for new connections; \
+            established ones are untouched. Files that cannot be used keep the previous context serving, with \
+            one error naming the file.
             """)
 
     @OptionGroup var credentials: CredentialOptions
@@ -48,6 +55,8 @@ struct HelloServerCommand: ParsableCommand {
 
     @OptionGroup var limits: ServerLimitOptions
 
+    @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
+
     @Option(name: .customLong("request-timeout"),
             help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
     var requestTimeout: Double = 10
@@ -60,7 +69,14 @@ struct HelloServerCommand: ParsableCommand {
     func run() throws {
         let logger = credentials.makeLogger("mtls.hello-server")
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port, e.g. 127.0.0.1:8443") }
-        let context = try makeContext()
+        var provider: TLSContextProvider?
+        var triggers: ReloadTriggers?
+        if let configuration = try makeConfiguration() {
+            let (reloading, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                        command: "hello-server")
+            provider = reloading.provider
+            triggers = started
+        }
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
         options.acceptStrategy = accept
@@ -69,7 +85,7 @@ struct HelloServerCommand: ParsableCommand {
         try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
         do {
-            server = try TCPServer(group: group, listen: target, tls: context, options: options) {
+            server = try TCPServer(group: group, listen: target, contexts: provider, options: options) {
                 HelloConnection(logger: logger, requestTimeout: requestTimeout)
             }
         } catch {
@@ -81,12 +97,14 @@ struct HelloServerCommand: ParsableCommand {
         logger.info("hello-server ready", metadata: ["address": "\(server.address)", "mode": "\(mode.rawValue)",
                                                      "backend": "\(credentials.selectedBackend.libraryVersion)"])
         ShutdownSignals.wait()
+        triggers?.stop()
         logger.info("shutting down: closing connections gracefully")
         server.shutdown(graceful: true)
         group.shutdown()
     }
 
-    func makeContext() throws -> (any TLSContext)? {
+    /// What the server's contexts are built from (and rebuilt from on every reload); nil for plain TCP.
+    func makeConfiguration() throws -> TLSConfiguration? {
         guard mode != .plain else { return nil }
         guard let identity = credentials.identity(role: .server) else {
             throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
@@ -96,13 +114,12 @@ struct HelloServerCommand: ParsableCommand {
                                              maximumVersion: credentials.maximumVersion)
         configuration.clientAuthentication = clientAuth ?? (mode == .mtls ? .require : .none)
         configuration.sessionTicketsEnabled = !noSessionTickets
-        if configuration.clientAuthentication == .none { configuration.trustRoots = [] }
-        do {
-            return try credentials.selectedBackend.makeContext(configuration)
-        } catch {
-            printError("mtls hello-server: \(error.summary)")
-            throw ExitCode(1)
+        configuration.crls = credentials.crls
+        if configuration.clientAuthentication == .none {
+            configuration.trustRoots = []
+            configuration.crls = []
         }
+        return configuration
     }
 }
 

@@ -10,7 +10,7 @@ struct PKICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pki",
         abstract: "Create a CA, server and client certificates, self-signed certificates and PKCS#12 bundles.",
-        subcommands: [PKIInit.self, PKIIssue.self, PKISelfSigned.self, PKIExportPKCS12.self])
+        subcommands: [PKIInit.self, PKIIssue.self, PKISelfSigned.self, PKIExportPKCS12.self, PKIInspect.self])
 }
 
 /// The options the generating subcommands share.

@@ -29,6 +29,10 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     /// Clients with `sessionTicketsEnabled` only: the newest resumption data (gnutls_session_get_data2
     /// bytes) per server name, filled and offered by `GnuTLSSession`.
     let resumption: ResumptionCache<[UInt8]>?
+    /// The configuration's CRLs as the contract parsed them; also loaded into the credentials.
+    public let revocation: RevocationList
+    /// Our chain as loaded into the credentials (leaf first).
+    public let certificateChainDER: [[UInt8]]
 
     public convenience init(configuration: TLSConfiguration) throws(TLSError) {
         try self.init(configuration: configuration, priorityOverride: nil)
@@ -39,6 +43,7 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     init(configuration: TLSConfiguration, priorityOverride: String?) throws(TLSError) {
         try configuration.validate()
         try Self.checkApplicationProtocols(configuration.applicationProtocols)
+        let revocation = try RevocationList.load(configuration)
         GnuTLSLibrary.ensureInitialized()
 
         var allocated: gnutls_certificate_credentials_t?
@@ -67,6 +72,7 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
         for root in configuration.trustRoots {
             try Self.loadTrustRoot(root, into: credentials)
         }
+        try Self.loadRevocationLists(revocation, into: credentials)
 
         let text = priorityOverride ?? GnuTLSPolicy.priorityString(for: configuration)
         var cache: gnutls_priority_t?
@@ -98,6 +104,8 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
         self.clientIdentity = clientIdentity
         self.ticketKey = ticketKey
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
+        self.revocation = revocation
+        self.certificateChainDER = configuration.identity == nil ? [] : Self.loadedChain(credentials)
     }
 
     deinit {
@@ -218,6 +226,34 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
         if rc < 0 { throw problem(.invalidPKCS12, rc) }
         guard forClient else { return nil }
         return try ClientIdentity(chain: chain, count: chainCount, key: key)
+    }
+
+    /// Each CRL into the credentials' trust list, which then refuses a listed certificate as
+    /// GNUTLS_CERT_REVOKED. GnuTLS matches only the issuer name and the serial when it verifies: it
+    /// checks neither the CRL's signature nor its nextUpdate then (GNUTLS_CERTIFICATE_VERIFY_CRLS
+    /// would verify them once, here, and only against trust roots, dropping CRLs that
+    /// intermediates sign). The contract's check (RevocationList, from `verifyPeer`) does both, on
+    /// every handshake, so GnuTLS refuses what OpenSSL refuses.
+    private static func loadRevocationLists(
+        _ revocation: RevocationList, into credentials: gnutls_certificate_credentials_t
+    ) throws(TLSError) {
+        for crl in revocation.crls {
+            let rc = withDatum(crl.der) { gnutls_certificate_set_x509_crl_mem(credentials, $0, GNUTLS_X509_FMT_DER) }
+            if rc < 0 {
+                throw TLSError(.configuration(file: crl.source, problem: .invalidCRL), detail: GnuTLSLibrary.describe(rc))
+            }
+        }
+    }
+
+    /// The certificates of our one key in the credentials, leaf first (GnuTLS owns the data: copied).
+    private static func loadedChain(_ credentials: gnutls_certificate_credentials_t) -> [[UInt8]] {
+        var chain: [[UInt8]] = []
+        var datum = gnutls_datum_t()
+        while gnutls_certificate_get_crt_raw(credentials, 0, UInt32(chain.count), &datum) == GNUTLS_E_SUCCESS,
+              let data = datum.data, datum.size > 0 {
+            chain.append(Array(UnsafeBufferPointer(start: data, count: Int(datum.size))))
+        }
+        return chain
     }
 
     private static func loadTrustRoot(

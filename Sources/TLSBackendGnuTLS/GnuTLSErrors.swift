@@ -84,6 +84,9 @@ enum GnuTLSErrors {
         if has(GNUTLS_CERT_NOT_ACTIVATED) { return .notYetValid }
         if has(GNUTLS_CERT_PURPOSE_MISMATCH) { return .wrongUsage }
         if has(GNUTLS_CERT_UNEXPECTED_OWNER) { return .wrongName }
+        // Set only when the chain passed every other check (see GnuTLSContext.loadRevocationLists).
+        if has(GNUTLS_CERT_REVOKED) { return .revoked }
+        if has(GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED) { return .crlExpired }
         // INVALID alone: GnuTLS could not build a chain to a trusted root.
         if status == GNUTLS_CERT_INVALID.rawValue { return .untrustedIssuer }
         return .invalid

@@ -175,6 +175,8 @@ public final class GnuTLSSession: TLSSession {
 
     /// The client identity the certificate callback offers (see `clientCertificateCallback`).
     var contextIdentity: ClientIdentity? { context.clientIdentity }
+    /// The context's CRLs, for `verifyPeer` and resumed handshakes.
+    var contextRevocation: RevocationList { context.revocation }
 
     private static func ownedBytes(_ bytes: [UInt8]) -> UnsafeMutableBufferPointer<UInt8> {
         let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, bytes.count))
@@ -486,6 +488,8 @@ public final class GnuTLSSession: TLSSession {
         case .wrongName: return .handshakeFailure
         case .notAuthorized: return .accessDenied
         case .insecureAlgorithm: return .badCertificate
+        case .revoked: return .certificateRevoked
+        case .crlExpired: return .certificateExpired
         case .invalid: return .badCertificate
         }
     }
@@ -572,7 +576,7 @@ public final class GnuTLSSession: TLSSession {
             // No verification ran: the identity comes from the resumed session's data, accepted
             // only while the certificate is still valid.
             let chain = peerCertificateChain()
-            peerIdentity = chain.isEmpty ? nil : try PeerVerification.checkResumed(chainDER: chain)
+            peerIdentity = chain.isEmpty ? nil : try PeerVerification.checkResumed(chainDER: chain, revocation: context.revocation)
         } else {
             peerIdentity = verifiedIdentity
         }
@@ -697,11 +701,23 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
         return rc
     }
     owner.verifyStatus = status
+    if status & GNUTLS_CERT_REVOKED.rawValue != 0 {
+        // GnuTLS matched the issuer name and serial only: the contract's rule decides how to word it
+        // (and whether the CRL was authentic and current). Refused either way.
+        do throws(TLSError) {
+            try owner.contextRevocation.check(path: try PeerIdentity.parsingCached(certificateChainDER: chain).certificateChainDER)
+            owner.policyRefusal = RevocationList.revokedByLibrary(chain.first, library: "GnuTLS")
+        } catch {
+            owner.policyRefusal = error
+        }
+        return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR
+    }
     guard status == 0 else { return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR }
     do throws(TLSError) {
         owner.verifiedIdentity = try PeerVerification.check(
             chainDER: chain, peerRole: owner.role == .server ? .client : .server,
-            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey,
+            revocation: owner.contextRevocation)
         return GNUTLS_E_SUCCESS
     } catch {
         owner.policyRefusal = error

@@ -35,6 +35,10 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// Clients with `sessionTicketsEnabled` only: the newest resumable session per server name,
     /// filled by `newSessionCallback` and offered by `OpenSSLSession.init`.
     let resumption: ResumptionCache<OpenSSLSavedSession>?
+    /// The configuration's CRLs as the contract parsed them; also loaded into the trust store.
+    public let revocation: RevocationList
+    /// Our chain as installed (leaf first), set once while the context is configured.
+    public private(set) var certificateChainDER: [[UInt8]] = []
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -47,6 +51,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 
     init(configuration: TLSConfiguration) throws(TLSError) {
         try configuration.validate()
+        self.revocation = try RevocationList.load(configuration)
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
@@ -65,6 +70,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         }
         try loadTrustRoots()
         configureVerification()
+        try loadRevocationLists()
         try configureResumption()
         if configuration.role == .server {
             SSL_CTX_set_msg_callback(ctx, renegotiationWatch)
@@ -209,6 +215,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         guard SSL_CTX_use_PrivateKey(ctx, key) == 1, SSL_CTX_check_private_key(ctx) == 1 else {
             throw OpenSSLErrors.collect(.configuration(file: keyName, problem: .keyDoesNotMatchCertificate))
         }
+        certificateChainDER = ([leaf] + chain).compactMap(OpenSSLPEM.der)
     }
 
     private func loadTrustRoots() throws(TLSError) {
@@ -224,6 +231,30 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The CRLs go into the trust store, which then checks every certificate of the chain against
+    /// them (X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL): leaf and intermediates, each
+    /// against a CRL of its issuer, whose signature and nextUpdate OpenSSL verifies. OpenSSL would
+    /// also refuse any certificate whose issuer has no CRL ("unable to get certificate CRL"); the
+    /// verify callback accepts that, so a CA without a CRL is not checked, as the contract's rule
+    /// (RevocationList) says and GnuTLS does. Without CRLs the flags stay off.
+    private func loadRevocationLists() throws(TLSError) {
+        guard !revocation.isEmpty, let store = SSL_CTX_get_cert_store(ctx) else { return }
+        for crl in revocation.crls {
+            ERR_clear_error()
+            let parsed = crl.der.withUnsafeBufferPointer { buffer -> OpaquePointer? in
+                var cursor = buffer.baseAddress
+                return d2i_X509_CRL(nil, &cursor, buffer.count)
+            }
+            guard let parsed else {
+                throw OpenSSLErrors.collect(.configuration(file: crl.source, problem: .invalidCRL))
+            }
+            defer { X509_CRL_free(parsed) }
+            // The same CRL listed twice is harmless.
+            if X509_STORE_add_crl(store, parsed) != 1 { ERR_clear_error() }
+        }
+        _ = X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), UInt(X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL))
     }
 
     private func configureVerification() {
@@ -249,7 +280,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 /// never drives. A refusal becomes X509_V_ERR_APPLICATION_VERIFICATION; the session then reports
 /// the contract's error (see OpenSSLSession.handshakeFailure).
 private let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { preverified, store in
-    guard preverified == 1, let store, X509_STORE_CTX_get_error_depth(store) == 0 else { return preverified }
+    guard let store else { return preverified }
+    guard preverified == 1 else { return revocationVerdict(store) }
+    guard X509_STORE_CTX_get_error_depth(store) == 0 else { return 1 }
     guard let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
           let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
           let built = X509_STORE_CTX_get0_chain(store)
@@ -263,13 +296,45 @@ private let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { 
     do throws(TLSError) {
         owner.verifiedIdentity = try PeerVerification.check(
             chainDER: chain, peerRole: owner.role == .server ? .client : .server,
-            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+            expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey,
+            revocation: owner.contextRevocation)
         return 1
     } catch {
         owner.policyRefusal = error
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION)
         return 0
     }
+}
+
+/// A certificate OpenSSL failed, at any depth. A missing CRL is not a failure (see
+/// `OpenSSLContext.loadRevocationLists`). A revocation failure is worded by the contract's rule
+/// (RevocationList), which names the serial and the CRL, so both backends refuse alike; the verify
+/// result, and so the alert OpenSSL sends, stays OpenSSL's.
+private func revocationVerdict(_ store: OpaquePointer) -> Int32 {
+    let error = X509_STORE_CTX_get_error(store)
+    if error == X509_V_ERR_UNABLE_TO_GET_CRL || error == X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER { return 1 }
+    guard OpenSSLErrors.isRevocationResult(Int(error)),
+          let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
+          let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
+          let built = X509_STORE_CTX_get0_chain(store)
+    else { return 0 }
+    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    var chain: [[UInt8]] = []
+    for index in 0..<mtls_sk_X509_num(built) {
+        if let certificate = mtls_sk_X509_value(built, index), let der = OpenSSLPEM.der(certificate) { chain.append(der) }
+    }
+    do throws(TLSError) {
+        let path = try PeerIdentity.parsingCached(certificateChainDER: chain).certificateChainDER
+        try owner.contextRevocation.check(path: path)
+        // The contract's rule found nothing wrong, OpenSSL did: still refused, in OpenSSL's words.
+        if error == X509_V_ERR_CERT_REVOKED {
+            owner.policyRefusal = RevocationList.revokedByLibrary(
+                X509_STORE_CTX_get_current_cert(store).flatMap(OpenSSLPEM.der), library: "OpenSSL")
+        }
+    } catch {
+        owner.policyRefusal = error
+    }
+    return 0
 }
 
 /// Server-side ALPN: the first of our protocols that the client also offers.

@@ -36,8 +36,11 @@ enum OpenSSLErrors {
         switch reasonCode {
         case SSL_R_CERTIFICATE_VERIFY_FAILED:
             let result = SSL_get_verify_result(ssl)
-            // Refused by the contract's rules (from the verify callback): its error, word for word.
-            if result == X509_V_ERR_APPLICATION_VERIFICATION, let policyRefusal { return policyRefusal }
+            // Refused by the contract's rules (from the verify callback), or a revocation failure the
+            // contract worded: its error, word for word.
+            if let policyRefusal, result == X509_V_ERR_APPLICATION_VERIFICATION || isRevocationResult(result) {
+                return policyRefusal
+            }
             reason = .certificateRejected(certificateProblem(verifyResult: Int32(result)))
             let verifyText = X509_verify_cert_error_string(result).map { String(cString: $0) } ?? ""
             return TLSError(reason, detail: [verifyText, detail].filter { !$0.isEmpty }.joined(separator: "; "))
@@ -68,6 +71,18 @@ enum OpenSSLErrors {
         return TLSError(reason, detail: detail)
     }
 
+    /// Verify results about CRLs (with CRLs configured): revoked, or a CRL that cannot vouch.
+    static func isRevocationResult(_ result: Int) -> Bool {
+        switch Int32(truncatingIfNeeded: result) {
+        case X509_V_ERR_CERT_REVOKED, X509_V_ERR_CRL_HAS_EXPIRED, X509_V_ERR_CRL_NOT_YET_VALID,
+             X509_V_ERR_CRL_SIGNATURE_FAILURE, X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE,
+             X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD, X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// One problem per verify result, in the same buckets the GnuTLS backend uses.
     static func certificateProblem(verifyResult: Int32) -> TLSError.CertificateProblem {
         switch verifyResult {
@@ -87,6 +102,10 @@ enum OpenSSLErrors {
             return .wrongUsage
         case X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH:
             return .wrongName
+        case X509_V_ERR_CERT_REVOKED:
+            return .revoked
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+            return .crlExpired
         default:
             return .invalid
         }

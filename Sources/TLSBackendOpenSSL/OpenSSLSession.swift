@@ -91,6 +91,8 @@ public final class OpenSSLSession: TLSSession {
 
     /// The client context's session cache, for the new-session callback.
     var contextResumption: ResumptionCache<OpenSSLSavedSession>? { context.resumption }
+    /// The context's CRLs, for the verify callback.
+    var contextRevocation: RevocationList { context.revocation }
 
     deinit {
         SSL_free(ssl)
@@ -300,7 +302,7 @@ public final class OpenSSLSession: TLSSession {
                 chain.append(der)
             }
         }
-        return try PeerVerification.checkResumed(chainDER: chain)
+        return try PeerVerification.checkResumed(chainDER: chain, revocation: context.revocation)
     }
 
     private func readNegotiatedParameters() -> NegotiatedParameters {

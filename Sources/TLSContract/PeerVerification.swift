@@ -25,8 +25,14 @@ import Foundation
 /// - **Floors**: RSA keys of at least 2048 bits, no SHA-1 (or MD5) signatures, anywhere in the
 ///   chain. The libraries enforce these (OpenSSL security level 2; GnuTLS's medium verification
 ///   profile and its default refusal of SHA-1 in certificates); both report `.insecureAlgorithm`.
+/// - **Revocation**: the context's CRLs (`RevocationList`, whose doc states the rule), checked here
+///   for the certification path on every full handshake, before the rules below, whichever library
+///   verified the chain (the libraries also check their own copy; they differ on CRL signatures and
+///   nextUpdate, and this check makes both behave the same).
 /// - **Resumption**: a resumed session carries the identity from its full handshake; it is accepted
-///   only while the peer's certificate is still within its validity period (`checkResumed`).
+///   only while the peer's certificate is still within its validity period, and is not revoked by
+///   the current context's CRLs (`checkResumed`): a ticket issued before a CRL listed the peer, or
+///   before that CRL expired, does not get it in.
 public enum PeerVerification {
     public static let maximumChainLength = 10
     public static let minimumRSAKeyBits = 2048
@@ -36,8 +42,10 @@ public enum PeerVerification {
     /// configured, the server key it pins (either may be nil, not both: see `TLSConfiguration.validate`).
     /// Returns the peer's identity.
     public static func check(chainDER chain: [[UInt8]], peerRole: TLSConfiguration.Role,
-                             expectedName: String?, pinnedPublicKey: [UInt8]?) throws(TLSError) -> PeerIdentity {
+                             expectedName: String?, pinnedPublicKey: [UInt8]?,
+                             revocation: RevocationList = .empty, now: Date = Date()) throws(TLSError) -> PeerIdentity {
         let identity = try PeerIdentity.parsingCached(certificateChainDER: chain)
+        try revocation.check(path: identity.certificateChainDER, now: now)
         if identity.certificateChainDER.count > maximumChainLength {
             throw TLSError(.certificateRejected(.invalid),
                            detail: "the chain is longer than \(maximumChainLength) certificates")
@@ -60,14 +68,23 @@ public enum PeerVerification {
         return identity
     }
 
-    /// The identity a resumed session carries, accepted only while its certificate is still valid.
-    public static func checkResumed(chainDER chain: [[UInt8]], now: Date = Date()) throws(TLSError) -> PeerIdentity {
+    /// The identity a resumed session carries, accepted only while its certificate is still valid
+    /// and not revoked by `revocation` (the CRLs of the context doing the resuming, now).
+    public static func checkResumed(chainDER chain: [[UInt8]], revocation: RevocationList = .empty,
+                                    now: Date = Date()) throws(TLSError) -> PeerIdentity {
         let identity = try PeerIdentity.parsingCached(certificateChainDER: chain)
         if now > identity.notValidAfter {
             throw TLSError(.certificateRejected(.expired), detail: "the resumed session's certificate has expired since")
         }
         if now < identity.notValidBefore {
             throw TLSError(.certificateRejected(.notYetValid))
+        }
+        do throws(TLSError) {
+            try revocation.check(path: identity.certificateChainDER, now: now)
+        } catch {
+            var refusal = error
+            refusal.detail = "resumed session: " + refusal.detail
+            throw refusal
         }
         return identity
     }

@@ -18,9 +18,17 @@ public protocol TLSContext: AnyObject, Sendable {
     var backendName: String { get }
     /// Starts one connection's session. A client may override the configured server name.
     func makeSession(serverName: String?) throws(TLSError) -> any TLSSession
+    /// Our own certificate chain as loaded (leaf first, DER); empty without an identity. What a
+    /// reload reports as served, whatever form (PEM or PKCS#12) it came in.
+    var certificateChainDER: [[UInt8]] { get }
+    /// The CRLs this context checks peers against (parsed from `configuration.crls`).
+    var revocation: RevocationList { get }
 }
 
 extension TLSContext {
+    public var certificateChainDER: [[UInt8]] { [] }
+    public var revocation: RevocationList { .empty }
+
     public func makeSession() throws(TLSError) -> any TLSSession {
         try makeSession(serverName: nil)
     }

@@ -39,6 +39,11 @@ public struct TLSConfiguration: Sendable {
     public var identity: Identity?
     /// Every CA whose certificates we accept. Several at once make root rotation possible.
     public var trustRoots: [Source]
+    /// Certificate revocation lists, each PEM (one or more X509 CRL blocks, e.g. one per issuer,
+    /// concatenated) or DER. A peer whose certificate, or an intermediate of whose chain, is listed
+    /// by its issuer is refused as `.revoked`; the full rule is `RevocationList`'s. Resumed
+    /// handshakes are re-checked against them too.
+    public var crls: [Source]
     /// Servers only: whether a client certificate is requested and required.
     public var clientAuthentication: ClientAuthentication
     /// Clients: the name sent as SNI and verified against the server's SANs (DNS name or IP address).
@@ -75,7 +80,8 @@ public struct TLSConfiguration: Sendable {
         minimumVersion: TLSVersion = .tls12,
         maximumVersion: TLSVersion = .tls13,
         applicationProtocols: [String] = [],
-        sessionTicketsEnabled: Bool = true
+        sessionTicketsEnabled: Bool = true,
+        crls: [Source] = []
     ) {
         self.role = role
         self.identity = identity
@@ -86,6 +92,7 @@ public struct TLSConfiguration: Sendable {
         self.maximumVersion = maximumVersion
         self.applicationProtocols = applicationProtocols
         self.sessionTicketsEnabled = sessionTicketsEnabled
+        self.crls = crls
     }
 
     /// A server that requires a client certificate signed by one of `trustRoots`.

@@ -48,6 +48,12 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         /// A client configured with neither a server name nor a pinned server key.
         case missingServerName
         case invalidSetting(String)
+        /// A CRL file that holds no CRL, or one that does not parse.
+        case invalidCRL
+        /// Our own certificate is not valid yet (refused on reload: the previous one keeps serving).
+        case certificateNotYetValid
+        /// Our own certificate has expired (refused on reload).
+        case certificateExpired
     }
 
     public enum CertificateProblem: Hashable, Sendable {
@@ -66,7 +72,12 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         /// A key or signature below the policy's floor somewhere in the chain: an RSA key under
         /// 2048 bits, a SHA-1 or MD5 signature.
         case insecureAlgorithm
-        /// Unparseable, revoked, or otherwise invalid.
+        /// Listed in a CRL of its issuer (see `RevocationList`); the detail names the serial.
+        case revoked
+        /// The CRL covering it is past its nextUpdate: its revocation status is unknown, and that is
+        /// a refusal (see `RevocationList`).
+        case crlExpired
+        /// Unparseable, or otherwise invalid (a CRL for its issuer that is not signed by it, too).
         case invalid
     }
 
@@ -162,6 +173,9 @@ extension TLSError.ConfigurationProblem {
         case .missingServerName:
             return "a client must name the server it expects (--server-name) or pin its key; no name check is never the default"
         case .invalidSetting(let what): return "invalid setting: \(what)"
+        case .invalidCRL: return "not a CRL (PEM with X509 CRL blocks, or DER)"
+        case .certificateNotYetValid: return "the certificate is not valid yet"
+        case .certificateExpired: return "the certificate has expired"
         }
     }
 }
@@ -177,6 +191,8 @@ extension TLSError.CertificateProblem {
         case .wrongUsage: return "its extended key usage does not allow this role"
         case .notAuthorized: return "its identity is not allowed (allow list or pinned key)"
         case .insecureAlgorithm: return "its chain uses a key or signature below the floor (RSA under 2048 bits, SHA-1)"
+        case .revoked: return "it has been revoked (listed in its issuer's CRL)"
+        case .crlExpired: return "the CRL of its issuer has expired (past its nextUpdate), so its revocation status is unknown"
         case .invalid: return "it is invalid"
         }
     }
@@ -251,6 +267,7 @@ public struct TLSAlert: Hashable, Sendable, CustomStringConvertible {
         case 48: return " (the peer does not trust the authority that signed our certificate)"
         case 42, 46: return " (the peer rejected our certificate)"
         case 45: return " (the peer says our certificate has expired)"
+        case 44: return " (the peer has revoked our certificate: it is listed in the peer's CRL)"
         case 70: return " (the peer does not accept our TLS versions)"
         case 40: return " (no common parameters, or our certificate was refused)"
         default: return ""

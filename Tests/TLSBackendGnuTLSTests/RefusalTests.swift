@@ -80,7 +80,9 @@ import Testing
         #expect(GnuTLSErrors.certificateProblem(status: expiredWrongName) == .expired)
         #expect(GnuTLSErrors.certificateProblem(status: GNUTLS_CERT_INVALID.rawValue) == .untrustedIssuer)
         let revoked = GNUTLS_CERT_INVALID.rawValue | GNUTLS_CERT_REVOKED.rawValue
-        #expect(GnuTLSErrors.certificateProblem(status: revoked) == .invalid)
+        #expect(GnuTLSErrors.certificateProblem(status: revoked) == .revoked)
+        let superseded = GNUTLS_CERT_INVALID.rawValue | GNUTLS_CERT_REVOCATION_DATA_SUPERSEDED.rawValue
+        #expect(GnuTLSErrors.certificateProblem(status: superseded) == .crlExpired)
     }
 }
 

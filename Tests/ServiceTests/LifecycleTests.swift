@@ -1,0 +1,442 @@
+import Foundation
+import Loop
+import PKI
+import Service
+import TLSBackends
+import TLSContract
+import Testing
+import TestSupport
+
+/// The certificate lifecycle under continuous traffic, in one process for each client×server
+/// backend pair: a server (Loop + ReloadingContext + ReloadTriggers) and three clients that each
+/// reconnect in a loop with their own reloading credentials, plus one connection that stays open
+/// and keeps echoing throughout. While they run:
+///
+/// 1. the server's leaf is renewed by renaming new files into place (the watch picks it up);
+/// 2. client A's leaf is renewed the same way (A's own watch);
+/// 3. client C is revoked: a CRL listing it is renamed over the server's crl.pem;
+/// 4. the server's certificate file is replaced by garbage, then restored;
+/// 5. the server's leaf is renewed again, with the watch stopped, by an explicit reload call
+///    (the in-process stand-in for SIGHUP; the binary's SIGHUP is ReloadCommandTests').
+///
+/// Valid clients (A and B, and C until its revocation) see zero failed handshakes, the long-lived
+/// connection is never dropped, C is refused from the first connection after the reload that
+/// loaded its revocation, and the broken file changes nothing but one error line. Each change's
+/// pick-up time is printed.
+@Suite("Lifecycle under traffic", .serialized)
+struct LifecycleTests {
+    struct Pair: Sendable, CustomTestStringConvertible {
+        let client: any TLSBackend
+        let server: any TLSBackend
+        static let all: [Pair] = TLSBackendRegistry.pairs.map { Pair(client: $0.client, server: $0.server) }
+        var testDescription: String { "\(client.name) client → \(server.name) server" }
+    }
+
+    @Test("Renewals, a revocation and a broken file under continuous traffic: zero failed handshakes for valid clients",
+          .timeLimit(.minutes(2)), arguments: Pair.all)
+    func lifecycle(pair: Pair) throws {
+        let run = try LifecycleRun(pair: pair)
+        try run.execute()
+    }
+}
+
+/// One pair's run: the setup, the steps, the checks and the timings.
+private final class LifecycleRun: @unchecked Sendable {
+    let pair: LifecycleTests.Pair
+    let pki: RenewablePKI
+    let serverFiles: CredentialDirectory
+    let serverLogs = LogRecorder()
+    let server: ReloadingContext
+    let serverReloads: ReloadLog
+    let serverTriggers: ReloadTriggers
+    let group = LoopGroup(count: 2)
+    let clientGroup = LoopGroup(count: 1)
+    let listener: TCPServer
+    let accepted = Shared<[ServerSide]>([])
+    var clients: [TrafficClient] = []
+    var timings: [(String, String)] = []
+
+    struct ServerSide: Sendable {
+        let at: Date
+        let clientLeafDER: [UInt8]?
+        let error: String?
+        let reason: TLSError.Reason?
+    }
+
+    init(pair: LifecycleTests.Pair) throws {
+        self.pair = pair
+        pki = try RenewablePKI()
+        serverFiles = try CredentialDirectory(prefix: "mtls-lifecycle-server")
+        try serverFiles.install(try pki.server(), as: "server")
+        try serverFiles.replace("ca.pem", pki.root.certificatePEM)
+        try serverFiles.replace("crl.pem", try CRLFactory.make(by: pki.root))
+        var configuration = TLSConfiguration.mtlsServer(
+            identity: .pem(certificateChain: .file(serverFiles.file("server.pem")), privateKey: .file(serverFiles.file("server.key"))),
+            trustRoots: [.file(serverFiles.file("ca.pem"))])
+        configuration.crls = [.file(serverFiles.file("crl.pem"))]
+        server = try ReloadingContext(backend: pair.server, configuration: configuration, logger: serverLogs.logger("server"))
+        serverReloads = ReloadLog(server)
+        serverTriggers = ReloadTriggers(server)
+        serverTriggers.start()
+        let accepted = self.accepted
+        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: server.provider) {
+            RecordingEcho(accepted)
+        }
+    }
+
+    deinit {
+        clients.forEach { $0.stop() }
+        serverTriggers.stop()
+        listener.shutdown(graceful: false)
+        group.shutdown()
+        clientGroup.shutdown()
+    }
+
+    func execute() throws {
+        for name in ["A", "B", "C"] {
+            clients.append(try TrafficClient(name: name, pki: pki, backend: pair.client, group: clientGroup, port: listener.port))
+        }
+        let a = clients[0], b = clients[1], c = clients[2]
+        let longLived = try KeepAlive(context: b.reloading.context, loop: clientGroup.loops[0], port: listener.port)
+        clients.forEach { $0.start() }
+        longLived.start()
+        usleep(600_000)
+        try #require(clients.allSatisfy { $0.succeeded > 0 }, "no traffic at the start: \(clients.map(\.summary))")
+
+        // 1. The server's leaf, renamed into place (certificate, then key 50 ms later).
+        let renewed = try pki.server()
+        var t0 = Date()
+        try serverFiles.replace("server.pem", renewed.chainPEM)
+        usleep(50_000)
+        try serverFiles.replace("server.key", renewed.privateKeyPEM)
+        let afterKey = Date()
+        try #require(eventually { self.serverReloads.replacements.count == 1 }, "the watch did not reload: \(serverLogs.lines)")
+        let reload1 = serverReloads.replacements[0].finishedAt
+        try #require(eventually { self.clients.contains { $0.firstSeen(serverLeaf: renewed.certificateDER) != nil } })
+        let seen1 = clients.compactMap { $0.firstSeen(serverLeaf: renewed.certificateDER) }.min()!
+        record("server leaf renewed (rename, watch)",
+               "reloaded \(ms(reload1, since: afterKey)) after the key's rename (\(ms(reload1, since: t0)) after the certificate's); first client handshake on it \(ms(seen1, since: afterKey))")
+
+        // 2. Client A's leaf, renamed into place in A's directory.
+        let renewedA = try pki.client("client-A")
+        t0 = Date()
+        try a.files.install(renewedA, as: "client")
+        try #require(eventually { a.reloads.replacements.count == 1 }, "A's watch did not reload: \(a.logs.lines)")
+        let reloadA = a.reloads.replacements[0].finishedAt
+        try #require(eventually { self.firstServerSaw(clientLeaf: renewedA.certificateDER) != nil })
+        let sawA = firstServerSaw(clientLeaf: renewedA.certificateDER)!
+        record("client A leaf renewed (rename, A's watch)",
+               "A reloaded \(ms(reloadA, since: t0)) after the rename; server saw A's new certificate \(ms(sawA, since: t0))")
+
+        // 3. Revoke C: a CRL listing it, renamed over crl.pem.
+        let revokingCRL = try CRLFactory.make(by: pki.root, revoking: [c.certificate])
+        t0 = Date()
+        try serverFiles.replace("crl.pem", revokingCRL)
+        try #require(eventually { self.serverReloads.replacements.count == 2 }, "the CRL was not loaded: \(serverLogs.lines)")
+        let revocationLoaded = serverReloads.replacements[1].finishedAt
+        #expect(server.served.crlEntries == 1)
+        try #require(eventually { c.firstFailure != nil }, "C was never refused: \(c.summary)")
+        let refused = c.firstFailure!
+        record("client C revoked (CRL renamed into place)",
+               "CRL loaded \(ms(revocationLoaded, since: t0)) after the rename; C's first refusal \(ms(refused, since: t0))")
+        usleep(300_000)
+
+        // 4. Garbage over server.pem, then the good file back.
+        let generation = server.provider.generation
+        let good = try Data(contentsOf: URL(fileURLWithPath: serverFiles.file("server.pem")))
+        t0 = Date()
+        try serverFiles.replace("server.pem", "garbage\n")
+        try #require(eventually { self.serverReloads.failures.count == 1 }, "the broken file was not tried: \(serverLogs.lines)")
+        let failedAt = serverReloads.failures[0].finishedAt
+        usleep(400_000)
+        try serverFiles.replace("server.pem", [UInt8](good))
+        let restored = Date()
+        try #require(eventually { self.serverReloads.events.last.map { if case .unchanged = $0.outcome { return $0.finishedAt > restored }; return false } ?? false },
+                     "the restored file was not seen: \(serverLogs.lines)")
+        #expect(server.provider.generation == generation, "the broken and restored file replaced the context")
+        let errors = serverLogs.lines(.error)
+        #expect(errors.count == 1, "\(errors)")
+        #expect(errors.first?.message.contains(serverFiles.file("server.pem")) == true, "\(errors)")
+        record("garbage server.pem, then restored",
+               "one error \(ms(failedAt, since: t0)) after the rename, context kept; restore seen as unchanged")
+
+        // 5. The server's leaf again, by an explicit reload with the watch stopped.
+        serverTriggers.stop()
+        let renewedAgain = try pki.server()
+        try serverFiles.install(renewedAgain, as: "server")
+        t0 = Date()
+        guard case .replaced = server.reload(.request) else {
+            Issue.record("the explicit reload did not replace the context: \(serverLogs.lines)")
+            return
+        }
+        let returned = Date()
+        try #require(eventually { self.clients.contains { $0.firstSeen(serverLeaf: renewedAgain.certificateDER) != nil } })
+        let seen5 = clients.compactMap { $0.firstSeen(serverLeaf: renewedAgain.certificateDER) }.min()!
+        record("server leaf renewed (explicit reload)",
+               "reload call took \(ms(returned, since: t0)); first client handshake on it \(ms(seen5, since: t0))")
+        usleep(300_000)
+
+        // The end: stop the clients, then check the long-lived connection is still there.
+        clients.forEach { $0.stop() }
+        let alive = longLived.finish()
+        #expect(alive.error == nil, "the long-lived connection was dropped: \(alive.error ?? "")")
+        #expect(alive.echoes > 20, "the long-lived connection stopped echoing: \(alive.echoes) echoes")
+
+        for client in [a, b] {
+            #expect(client.failed == 0, "client \(client.name) saw failed handshakes: \(client.failures.prefix(3))")
+            #expect(client.succeeded > 20, "\(client.summary)")
+        }
+        let before = c.attempts.filter { $0.finished < revocationLoaded }
+        #expect(before.allSatisfy { $0.ok }, "C failed before its revocation was loaded: \(before.filter { !$0.ok }.prefix(3))")
+        let after = c.attempts.filter { $0.started > revocationLoaded }
+        #expect(!after.isEmpty && after.allSatisfy { !$0.ok }, "C got in after its revocation: \(after.filter(\.ok).count) of \(after.count)")
+        let serverRefusals = accepted.current.filter { $0.error != nil && $0.at > revocationLoaded }
+        #expect(!serverRefusals.isEmpty && serverRefusals.allSatisfy { $0.reason == .certificateRejected(.revoked) },
+                "the server refused for other reasons: \(serverRefusals.prefix(3).map { $0.error ?? "" })")
+        record("traffic", clients.map(\.summary).joined(separator: "; ") + "; long-lived connection: \(alive.echoes) echoes, never dropped")
+        print("── \(pair.testDescription)")
+        for (step, timing) in timings { print("   \(step): \(timing)") }
+    }
+
+    private func record(_ step: String, _ text: String) { timings.append((step, text)) }
+
+    private func firstServerSaw(clientLeaf der: [UInt8]) -> Date? {
+        accepted.current.first { $0.clientLeafDER == der }?.at
+    }
+}
+
+private func ms(_ date: Date, since start: Date) -> String {
+    String(format: "%.0f ms", date.timeIntervalSince(start) * 1000)
+}
+
+/// The server's handler: echoes, and records who connected and who was refused.
+private final class RecordingEcho: ConnectionHandler, @unchecked Sendable {
+    let accepted: Shared<[LifecycleRun.ServerSide]>
+    init(_ accepted: Shared<[LifecycleRun.ServerSide]>) { self.accepted = accepted }
+
+    func connectionDidEstablish(_ connection: Connection) {
+        let leaf = connection.peerIdentity?.certificateChainDER.first
+        accepted.with { $0.append(.init(at: Date(), clientLeafDER: leaf, error: nil, reason: nil)) }
+    }
+
+    func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+        try? connection.write(bytes)
+    }
+
+    func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+        guard let error, connection.negotiated == nil else { return }
+        accepted.with { $0.append(.init(at: Date(), clientLeafDER: nil, error: "\(error)", reason: error.tlsError?.reason)) }
+    }
+}
+
+/// One client: its own credential files, reloading context and watch, and a thread that connects,
+/// exchanges a ping, and closes, again and again.
+private final class TrafficClient: @unchecked Sendable {
+    struct Attempt: Sendable {
+        let started: Date
+        let finished: Date
+        let ok: Bool
+        let error: String?
+        let serverLeafDER: [UInt8]?
+        let resumed: Bool
+    }
+
+    let name: String
+    let files: CredentialDirectory
+    let logs = LogRecorder()
+    let reloading: ReloadingContext
+    let reloads: ReloadLog
+    let triggers: ReloadTriggers
+    let certificate: IssuedCertificate
+    private let group: LoopGroup
+    private let port: Int
+    private let recorded = Shared<[Attempt]>([])
+    private let stopping = Shared(false)
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(name: String, pki: RenewablePKI, backend: any TLSBackend, group: LoopGroup, port: Int) throws {
+        self.name = name
+        self.group = group
+        self.port = port
+        files = try CredentialDirectory(prefix: "mtls-lifecycle-client-\(name)")
+        certificate = try pki.client("client-\(name)")
+        try files.install(certificate, as: "client")
+        try files.replace("ca.pem", pki.root.certificatePEM)
+        let configuration = TLSConfiguration.mtlsClient(
+            identity: .pem(certificateChain: .file(files.file("client.pem")), privateKey: .file(files.file("client.key"))),
+            trustRoots: [.file(files.file("ca.pem"))], serverName: "localhost")
+        reloading = try ReloadingContext(backend: backend, configuration: configuration, logger: logs.logger("client-\(name)"))
+        reloads = ReloadLog(reloading)
+        triggers = ReloadTriggers(reloading)
+    }
+
+    func start() {
+        triggers.start()
+        let thread = Thread { [self] in
+            while !stopping.current {
+                attempt()
+                usleep(25_000)
+            }
+            finished.signal()
+        }
+        self.thread = thread
+        thread.start()
+    }
+
+    func stop() {
+        guard thread != nil, !stopping.current else { return }
+        stopping.with { $0 = true }
+        finished.wait()
+        triggers.stop()
+    }
+
+    private func attempt() {
+        let handler = PingClient()
+        let started = Date()
+        let context = reloading.context
+        TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: port), tls: context) { handler }
+        let outcome: PingClient.Outcome
+        if handler.done.wait(timeout: .now() + 15) == .timedOut {
+            outcome = PingClient.Outcome(error: "no answer within 15 s", serverLeafDER: nil, resumed: false)
+        } else {
+            outcome = handler.outcome.current
+        }
+        let attempt = Attempt(started: started, finished: Date(), ok: outcome.error == nil, error: outcome.error,
+                              serverLeafDER: outcome.serverLeafDER, resumed: outcome.resumed)
+        recorded.with { $0.append(attempt) }
+    }
+
+    var attempts: [Attempt] { recorded.current }
+    var succeeded: Int { attempts.filter(\.ok).count }
+    var failed: Int { attempts.filter { !$0.ok }.count }
+    var failures: [String] { attempts.compactMap(\.error) }
+    var firstFailure: Date? { attempts.first { !$0.ok }?.finished }
+
+    func firstSeen(serverLeaf der: [UInt8]) -> Date? {
+        attempts.first { $0.ok && $0.serverLeafDER == der }?.finished
+    }
+
+    var summary: String {
+        let resumed = attempts.filter { $0.ok && $0.resumed }.count
+        return "\(name): \(succeeded) ok (\(resumed) resumed), \(failed) refused"
+    }
+}
+
+/// Connects, sends "ping", waits for the echo, closes.
+private final class PingClient: ConnectionHandler, @unchecked Sendable {
+    struct Outcome: Sendable {
+        var error: String?
+        var serverLeafDER: [UInt8]?
+        var resumed = false
+    }
+
+    let outcome = Shared(Outcome())
+    let done = DispatchSemaphore(value: 0)
+    private var received = 0
+    private var signalled = false
+
+    func connectionDidEstablish(_ connection: Connection) {
+        let leaf = connection.peerIdentity?.certificateChainDER.first
+        let resumed = connection.negotiated?.resumed ?? false
+        outcome.with { $0.serverLeafDER = leaf; $0.resumed = resumed }
+        do { try connection.write(Array("ping".utf8)) } catch { finish("\(error)") }
+    }
+
+    func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+        received += bytes.count
+        if received >= 4 { connection.close() }
+    }
+
+    func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+        if error == nil && received < 4 { finish("closed before the echo") } else { finish(error.map { "\($0)" }) }
+    }
+
+    private func finish(_ error: String?) {
+        guard !signalled else { return }
+        signalled = true
+        outcome.with { if $0.error == nil { $0.error = error } }
+        done.signal()
+    }
+}
+
+/// One connection opened at the start and kept for the whole run, echoing a tick every 100 ms.
+private final class KeepAlive: ConnectionHandler, @unchecked Sendable {
+    struct Result: Sendable {
+        var echoes = 0
+        var error: String?
+    }
+
+    private let loop: EventLoop
+    private let state = Shared(Result())
+    private let established = DispatchSemaphore(value: 0)
+    private let closed = DispatchSemaphore(value: 0)
+    private let stopping = Shared(false)
+    private var connection: Connection?
+    private var thread: Thread?
+    private var pending = 0
+
+    init(context: any TLSContext, loop: EventLoop, port: Int) throws {
+        self.loop = loop
+        var options = ConnectionOptions()
+        options.idleTimeout = nil
+        TCPClient.connect(on: loop, to: HostAndPort(host: "127.0.0.1", port: port), tls: context, options: options) { self }
+        guard established.wait(timeout: .now() + 10) == .success else { throw TestFailure("the long-lived connection did not establish") }
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            while !stopping.current {
+                _ = loop.execute { self.tick() }
+                usleep(100_000)
+            }
+        }
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Stops ticking, waits for the last echo, closes, and reports.
+    func finish() -> Result {
+        stopping.with { $0 = true }
+        usleep(300_000)
+        _ = loop.execute { self.connection?.close() }
+        _ = closed.wait(timeout: .now() + 10)
+        return state.current
+    }
+
+    private func tick() {
+        guard let connection else { return }
+        do { try connection.write(Array("tick".utf8)) } catch { state.with { $0.error = "\(error)" } }
+    }
+
+    func connectionDidEstablish(_ connection: Connection) {
+        self.connection = connection
+        established.signal()
+    }
+
+    func connection(_ connection: Connection, didReceive bytes: UnsafeRawBufferPointer) {
+        pending += bytes.count
+        let echoes = pending / 4
+        pending %= 4
+        state.with { $0.echoes += echoes }
+    }
+
+    func connectionDidClose(_ connection: Connection, error: ConnectionError?) {
+        if let error { state.with { $0.error = "\(error)" } }
+        self.connection = nil
+        closed.signal()
+    }
+}
+
+/// A thread-safe box for values loop callbacks write and the test thread reads.
+final class Shared<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func with<R>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+    var current: Value { with { $0 } }
+}
