@@ -131,7 +131,11 @@ static inline int mtls_ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *hmac_ke
 }
 
 /* OpenSSL's ticket callback: 1 = use (encrypt) or accept (decrypt), 2 = accept and renew,
- * 0 = unknown key (full handshake), -1 = error. */
+ * 0 = unknown key (full handshake), -1 = error.
+ * A TLS 1.3 server issues a ticket on a resumed handshake only if the callback asks for renewal,
+ * and a TLS 1.3 client uses each ticket once (RFC 8446, C.4): without renewal, every other reconnect
+ * of such a client is a full handshake. So TLS 1.3 tickets are always renewed, as OpenSSL does
+ * itself when no callback is set. A TLS 1.2 ticket under the current key stays in use. */
 static inline int mtls_ticket_key_callback(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                                            EVP_CIPHER_CTX *cipher_ctx, EVP_MAC_CTX *hctx, int encrypt) {
     mtls_ticket_keys *keys = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
@@ -145,7 +149,7 @@ static inline int mtls_ticket_key_callback(SSL *ssl, unsigned char key_name[16],
         result = 1;
     } else if (memcmp(key_name, keys->current.name, 16) == 0) {
         key = keys->current;
-        result = 1;
+        result = SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
     } else if (keys->has_previous && memcmp(key_name, keys->previous.name, 16) == 0) {
         key = keys->previous;
         result = 2;

@@ -127,7 +127,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// Server: tickets are sealed with keys drawn at random for this context (AES-256 and HMAC), so
     /// only this context accepts them. OpenSSL 3.0 would keep one key for the context's lifetime; our
     /// ticket callback replaces it every `ticketKeyLifetimeSeconds` and accepts the previous one for
-    /// one more period. A new context (a certificate rotation) starts with new keys, and tickets from
+    /// one more period. Every TLS 1.3 resumption brings the client a fresh ticket (clients use each
+    /// TLS 1.3 ticket once), which the callback must ask for explicitly (see shim.h). A new context (a certificate rotation) starts with new keys, and tickets from
     /// the old one fall back to a full handshake. The session-ID cache is off, so nothing grows per
     /// connection.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
