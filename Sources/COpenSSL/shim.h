@@ -40,6 +40,10 @@ static inline long mtls_SSL_SESS_CACHE_OFF(void) { return SSL_SESS_CACHE_OFF; }
 static inline long mtls_SSL_SESS_CACHE_CLIENT_ONLY_EXTERNAL(void) {
     return SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE;
 }
+/* Server sessions through the new/get callbacks only; no internal store to flush either. */
+static inline long mtls_SSL_SESS_CACHE_SERVER_EXTERNAL(void) {
+    return SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL | SSL_SESS_CACHE_NO_AUTO_CLEAR;
+}
 
 static inline uint64_t mtls_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t mtls_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
@@ -132,10 +136,12 @@ static inline int mtls_ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *hmac_ke
 
 /* OpenSSL's ticket callback: 1 = use (encrypt) or accept (decrypt), 2 = accept and renew,
  * 0 = unknown key (full handshake), -1 = error.
- * A TLS 1.3 server issues a ticket on a resumed handshake only if the callback asks for renewal,
- * and a TLS 1.3 client uses each ticket once (RFC 8446, C.4): without renewal, every other reconnect
- * of such a client is a full handshake. So TLS 1.3 tickets are always renewed, as OpenSSL does
- * itself when no callback is set. A TLS 1.2 ticket under the current key stays in use. */
+ * Our servers seal only TLS 1.2 tickets (TLS 1.3 ones are stateful, see OpenSSLServerSessionStore),
+ * and a TLS 1.2 ticket under the current key stays in use. Should a TLS 1.3 ticket come here, it
+ * is renewed: a TLS 1.3 server issues a ticket on a resumed handshake only if the callback asks for
+ * renewal, and a TLS 1.3 client uses each ticket once (RFC 8446, C.4), so without renewal every
+ * other reconnect of such a client would be a full handshake (OpenSSL renews them itself when no
+ * callback is set). */
 static inline int mtls_ticket_key_callback(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                                            EVP_CIPHER_CTX *cipher_ctx, EVP_MAC_CTX *hctx, int encrypt) {
     mtls_ticket_keys *keys = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));

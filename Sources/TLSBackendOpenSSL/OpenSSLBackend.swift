@@ -35,6 +35,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// Clients with `sessionTicketsEnabled` only: the newest resumable session per server name,
     /// filled by `newSessionCallback` and offered by `OpenSSLSession.init`.
     let resumption: ResumptionCache<OpenSSLSavedSession>?
+    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets.
+    let sessionStore: OpenSSLServerSessionStore?
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -45,10 +47,13 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     static let tls13CipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
     static let groups = "X25519:P-256:P-384"
 
-    init(configuration: TLSConfiguration) throws(TLSError) {
+    init(configuration: TLSConfiguration,
+         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity) throws(TLSError) {
         try configuration.validate()
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
+        self.sessionStore = configuration.role == .server && configuration.sessionTicketsEnabled
+            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity) : nil
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -75,6 +80,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     }
 
     deinit {
+        // Stored sessions first: they came from this SSL_CTX.
+        sessionStore?.removeAll()
         SSL_CTX_free(ctx)
         mtls_ticket_keys_free(ticketKeys)
         alpnWire.deallocate()
@@ -122,21 +129,32 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         }
     }
 
-    /// Tickets only, never a stateful session cache.
+    /// Resumption through tickets only: a session ID alone never resumes.
     ///
-    /// Server: tickets are sealed with keys drawn at random for this context (AES-256 and HMAC), so
-    /// only this context accepts them. OpenSSL 3.0 would keep one key for the context's lifetime; our
-    /// ticket callback replaces it every `ticketKeyLifetimeSeconds` and accepts the previous one for
-    /// one more period. Every TLS 1.3 resumption brings the client a fresh ticket (clients use each
-    /// TLS 1.3 ticket once), which the callback must ask for explicitly (see shim.h). A new context (a certificate rotation) starts with new keys, and tickets from
-    /// the old one fall back to a full handshake. The session-ID cache is off, so nothing grows per
-    /// connection.
+    /// Server, TLS 1.3: stateful tickets. The ticket is a random session ID, and the session stays
+    /// in this context's `sessionStore` (see there for why, and its bounds), so only this context
+    /// accepts it. Every resumption issues a fresh ticket (clients use each TLS 1.3 ticket once).
+    /// `chooseTicketKind` turns them on per connection, since OpenSSL's switch (SSL_OP_NO_TICKET)
+    /// would also take RFC 5077 tickets away from TLS 1.2.
+    /// Server, TLS 1.2: tickets sealed with keys drawn at random for this context (AES-256 and HMAC).
+    /// OpenSSL 3.0 would keep one key for the context's lifetime; our ticket callback replaces it
+    /// every `ticketKeyLifetimeSeconds` and accepts the previous one for one more period.
+    /// A new context (a certificate rotation) starts with an empty store and new keys, and tickets
+    /// from the old one fall back to a full handshake. OpenSSL's own session cache is off.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
     /// internal client store is off (it never reuses client sessions by itself anyway).
     private func configureResumption() throws(TLSError) {
         switch configuration.role {
         case .server:
-            _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            if sessionStore != nil {
+                // Server-side caching through our callbacks only, which keep TLS 1.3 sessions alone.
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_SERVER_EXTERNAL())
+                SSL_CTX_sess_set_new_cb(ctx, storeServerSession)
+                SSL_CTX_sess_set_get_cb(ctx, findServerSession)
+                SSL_CTX_set_client_hello_cb(ctx, chooseTicketKind, nil)
+            } else {
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            }
             // Required before OpenSSL resumes anything on a server that verifies clients; it must
             // match between the ticket's session and the resuming connection, and it always does,
             // since tickets never leave the context that issued them.
@@ -297,8 +315,8 @@ final class OpenSSLSavedSession: @unchecked Sendable {
 private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
     guard let ssl, let session, let pointer = mtls_SSL_get_app_data(ssl) else { return 0 }
     let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
-    // Tickets only: a bare session ID is useless against our servers, which keep no session cache.
-    guard let name = owner.resumptionName, let cache = owner.contextResumption,
+    // Tickets only: our servers resume nothing from a bare session ID.
+    guard let name = owner.resumptionName, let cache = owner.context.resumption,
           SSL_SESSION_is_resumable(session) == 1, SSL_SESSION_has_ticket(session) == 1,
           let copy = SSL_SESSION_dup(session)
     else { return 0 }
@@ -328,6 +346,57 @@ private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutable
     }
     guard !data.isEmpty else { return 1 }
     return SSL_SESSION_set1_ticket_appdata(session, data, data.count) == 1 ? 1 : 0
+}
+
+/// Server: runs on each ClientHello, before the version is chosen. A connection that will be
+/// TLS 1.3 gets stateful tickets (SSL_OP_NO_TICKET: OpenSSL then issues and looks up TLS 1.3
+/// tickets through `storeServerSession` / `findServerSession`); a TLS 1.2 one keeps sealed
+/// tickets, which TLS 1.2 clients expect. Our servers negotiate TLS 1.3 whenever the client offers
+/// it and the context allows it.
+private let chooseTicketKind: @convention(c) (
+    OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?
+) -> Int32 = { ssl, _, _ in
+    guard let ssl, let pointer = mtls_SSL_get_app_data(ssl) else { return SSL_CLIENT_HELLO_SUCCESS }
+    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    if owner.context.configuration.maximumVersion == .tls13 && clientOffersTLS13(ssl) {
+        _ = SSL_set_options(ssl, mtls_SSL_OP_NO_TICKET())
+    }
+    return SSL_CLIENT_HELLO_SUCCESS
+}
+
+/// Whether the ClientHello's supported_versions (a 1-byte length, then 2-byte versions) lists TLS 1.3.
+private func clientOffersTLS13(_ ssl: OpaquePointer) -> Bool {
+    var data: UnsafePointer<UInt8>?
+    var length = 0
+    guard SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_supported_versions), &data, &length) == 1,
+          let data, length >= 1
+    else { return false }
+    let versions = UnsafeBufferPointer(start: data + 1, count: min(Int(data[0]), length - 1))
+    return stride(from: 0, to: versions.count - 1, by: 2).contains { versions[$0] == 0x03 && versions[$0 + 1] == 0x04 }
+}
+
+/// Server: OpenSSL made a session for a ticket. The store keeps a copy of a stateful TLS 1.3 one;
+/// others (TLS 1.2, whose tickets carry the session) are not kept. OpenSSL keeps its reference (0).
+private let storeServerSession: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
+    guard let ssl, let session, SSL_version(ssl) == TLS1_3_VERSION,
+          SSL_get_options(ssl) & mtls_SSL_OP_NO_TICKET() != 0,
+          let pointer = mtls_SSL_get_app_data(ssl),
+          let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
+    else { return 0 }
+    store.store(copyOf: session)
+    return 0
+}
+
+/// Server: a client offered a TLS 1.3 ticket (a session ID). Hands OpenSSL a private copy of the
+/// stored session, which OpenSSL then owns (`copy` 0), or nil for a full handshake.
+private let findServerSession: @convention(c) (
+    OpaquePointer?, UnsafePointer<UInt8>?, Int32, UnsafeMutablePointer<Int32>?
+) -> OpaquePointer? = { ssl, id, length, copy in
+    guard let ssl, let id, length > 0, let pointer = mtls_SSL_get_app_data(ssl),
+          let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
+    else { return nil }
+    copy?.pointee = 0
+    return store.copy(id: UnsafeRawBufferPointer(start: id, count: Int(length)))
 }
 
 /// Reads back what `ticketAppDataCallback` stored: the client's intermediates, in order.

@@ -11,8 +11,9 @@ public final class OpenSSLSession: TLSSession {
     /// `process()` stops decrypting while this much plaintext waits to be taken.
     public var plaintextLimit = 64 * 1024
 
-    /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive.
-    private let context: OpenSSLContext
+    /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive. The context's
+    /// callbacks reach its caches through here (the SSL's app data is this session).
+    let context: OpenSSLContext
     /// Owned: freed in deinit, which also frees both BIOs (SSL_set_bio hands them to the SSL).
     fileprivate let ssl: OpaquePointer
     /// Borrowed from `ssl`.
@@ -77,9 +78,6 @@ public final class OpenSSLSession: TLSSession {
             ERR_clear_error()
         }
     }
-
-    /// The client context's session cache, for the new-session callback.
-    var contextResumption: ResumptionCache<OpenSSLSavedSession>? { context.resumption }
 
     deinit {
         SSL_free(ssl)
