@@ -61,7 +61,6 @@ static inline int mtls_ERR_GET_REASON(unsigned long error) { return ERR_GET_REAS
 
 static inline int mtls_SSL_set_app_data(SSL *ssl, void *data) { return SSL_set_app_data(ssl, data); }
 static inline void *mtls_SSL_get_app_data(const SSL *ssl) { return SSL_get_app_data(ssl); }
-static inline void mtls_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
 
 #include <openssl/rand.h>
 #include <openssl/core_names.h>

@@ -329,8 +329,9 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
 /// with the rest of the session. Tickets issued on a resumed connection come from a copy of the
 /// resumed session, which already carries that app data (ssl_session_dup copies it): left as is.
 private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
+    // Most clients send their leaf alone, which leaves the server's view of the chain empty.
     guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl),
-          let stack = SSL_get_peer_cert_chain(ssl)
+          let stack = SSL_get_peer_cert_chain(ssl), mtls_sk_X509_num(stack) > 0
     else { return 1 }
     let leaf = SSL_get0_peer_certificate(ssl).flatMap { OpenSSLPEM.der($0) }
     var data: [UInt8] = []
