@@ -39,6 +39,25 @@ cleanup() {
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     rm -rf "$work"
 }
+# A server that died, or did not stop cleanly on SIGTERM, is reported with the end of its log.
+check_servers() {
+    for index in "${!labels[@]}"; do
+        pid=${server_pids[$index]}
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid"
+            status=0
+            wait "$pid" || status=$?
+        else
+            status=0
+            wait "$pid" || status=$?
+            echo "server ${labels[$index]} had exited before the end" >&2
+        fi
+        if [ "$status" -ne 0 ]; then
+            echo "server ${labels[$index]} exited with status $status; its log ends:" >&2
+            tail -20 "$work/server-$index.log" >&2
+        fi
+    done
+}
 trap cleanup EXIT
 
 if [ -z "$pki" ]; then
@@ -63,7 +82,7 @@ for index in "${!labels[@]}"; do
     command=${command//\{pki\}/$pki}
     # Word splitting on purpose: COMMAND is a plain command line without quoting.
     # shellcheck disable=SC2086
-    $command --log-level error >/dev/null 2>&1 &
+    $command --log-level error >"$work/server-$index.log" 2>&1 &
     pids+=($!); server_pids[index]=$!; ports[index]=$port
     wait_port "$port"
 done
@@ -93,7 +112,7 @@ def figure(label, key, scale=1.0):
     values = [r[key] * scale for r in rows if r["label"] == label and r.get(key) is not None]
     return (statistics.median(values), min(values), max(values)) if values else None
 print(f"blocking load: {threads} threads x 1 connection, GET /hello, {duration} s per run, {rounds} interleaved rounds"
-      + (", resuming (newest ticket per thread, each once)" if resume else ", full handshakes"))
+      + (", resuming (each thread offers the newest ticket it received)" if resume else ", full handshakes"))
 columns = [("server CPU/hs µs", "serverCPUMicrosecondsPerHandshake", 1), ("handshakes/s", "handshakesPerSecond", 1),
            ("client CPU/hs µs", "clientCPUMicrosecondsPerHandshake", 1)]
 header = "| server | " + " | ".join(f"{name} median (min-max)" for name, _, _ in columns) \
@@ -128,3 +147,4 @@ if len(labels) > 1:
             print(f"server CPU {label} / {labels[0]}, per round: median {statistics.median(ratios):.3f} "
                   f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} rounds)")
 PY
+check_servers

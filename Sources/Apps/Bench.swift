@@ -25,8 +25,10 @@ struct HandshakeBench: ParsableCommand {
             per thread, the load of a plain blocking client).
 
             With --resume, each blocking thread has its own client context and offers the newest ticket it \
-            received, which is the previous connection's, so each ticket is offered once. On the loops, all \
-            slots share one client context and its newest ticket.
+            has received: the previous connection's if the server issued one on it (then each ticket is offered \
+            once), else the older one again, as the client contexts do. On the loops, all slots share one \
+            client context and its newest ticket. Benchmarks/reconnect-resumption.py checks that a server \
+            resumes a client that never offers a ticket twice.
             """)
 
     @OptionGroup var credentials: CredentialOptions
