@@ -46,6 +46,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// AES-128 first, as GnuTLS orders them: both servers then pick the same suite, and the faster one.
     static let tls13CipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
     static let groups = "X25519:P-256:P-384"
+    /// Servers: the session ID context of every session they issue (see configureResumption).
+    static let sessionIDContext = Array("swift-mtls".utf8)
 
     init(configuration: TLSConfiguration,
          sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity) throws(TLSError) {
@@ -53,7 +55,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
         self.sessionStore = configuration.role == .server && configuration.sessionTicketsEnabled
-            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity) : nil
+            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext) : nil
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -80,8 +82,6 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     }
 
     deinit {
-        // Stored sessions first: they came from this SSL_CTX.
-        sessionStore?.removeAll()
         SSL_CTX_free(ctx)
         mtls_ticket_keys_free(ticketKeys)
         alpnWire.deallocate()
@@ -158,8 +158,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             // Required before OpenSSL resumes anything on a server that verifies clients; it must
             // match between the ticket's session and the resuming connection, and it always does,
             // since tickets never leave the context that issued them.
-            let sessionContext = Array("swift-mtls".utf8)
-            guard SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count)) == 1 else {
+            guard SSL_CTX_set_session_id_context(ctx, Self.sessionIDContext, UInt32(Self.sessionIDContext.count)) == 1
+            else {
                 throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
             }
             if configuration.sessionTicketsEnabled {
@@ -169,10 +169,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 }
             }
             if configuration.sessionTicketsEnabled && configuration.clientAuthentication != .none {
-                // A ticket holds the client's leaf but not its intermediates (the serialized
-                // SSL_SESSION has no peer chain); they travel in the ticket's app data instead, so a
-                // resumed session reports the same chain as the full handshake.
-                guard SSL_CTX_set_session_ticket_cb(ctx, ticketAppDataCallback, nil, nil) == 1 else {
+                // The client's whole chain travels with each ticket's session (TicketChain), so that
+                // a resumed connection reports the same chain as the full handshake.
+                guard SSL_CTX_set_session_ticket_cb(ctx, ticketChainCallback, nil, nil) == 1 else {
                     throw OpenSSLErrors.collect(.internalError)
                 }
             }
@@ -324,28 +323,15 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
     return 0
 }
 
-/// Server: runs as each ticket is made. After a full handshake it puts the client's intermediates
-/// (DER, each with a 4-byte big-endian length) into the ticket's app data, which OpenSSL encrypts
-/// with the rest of the session. Tickets issued on a resumed connection come from a copy of the
-/// resumed session, which already carries that app data (ssl_session_dup copies it): left as is.
-private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
-    // Most clients send their leaf alone, which leaves the server's view of the chain empty.
-    guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl),
-          let stack = SSL_get_peer_cert_chain(ssl), mtls_sk_X509_num(stack) > 0
-    else { return 1 }
-    let leaf = SSL_get0_peer_certificate(ssl).flatMap { OpenSSLPEM.der($0) }
-    var data: [UInt8] = []
-    for index in 0..<mtls_sk_X509_num(stack) {
-        // The server's view of the chain leaves the leaf out; skip it anyway if a build includes it.
-        guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
-              der != leaf
-        else { continue }
-        let count = UInt32(der.count)
-        data += [UInt8(count >> 24), UInt8(truncatingIfNeeded: count >> 16), UInt8(truncatingIfNeeded: count >> 8),
-                 UInt8(truncatingIfNeeded: count)]
-        data += der
-    }
-    guard !data.isEmpty else { return 1 }
+/// Server: runs as each ticket is made. After a full handshake it puts the client's certificate
+/// chain into the ticket's session (TicketChain), where resumed connections find the client's
+/// identity. Tickets issued on a resumed connection come from a copy of the resumed session, which
+/// already carries it (ssl_session_dup copies the app data): left as is.
+private let ticketChainCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
+    guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl) else { return 1 }
+    let chain = peerCertificateChainDER(ssl)
+    guard !chain.isEmpty else { return 1 }
+    let data = TicketChain.encode(chain)
     return SSL_SESSION_set1_ticket_appdata(session, data, data.count) == 1 ? 1 : 0
 }
 
@@ -376,20 +362,21 @@ private func clientOffersTLS13(_ ssl: OpaquePointer) -> Bool {
     return stride(from: 0, to: versions.count - 1, by: 2).contains { versions[$0] == 0x03 && versions[$0 + 1] == 0x04 }
 }
 
-/// Server: OpenSSL made a session for a ticket. The store keeps a copy of a stateful TLS 1.3 one;
-/// others (TLS 1.2, whose tickets carry the session) are not kept. OpenSSL keeps its reference (0).
+/// Server: OpenSSL made a session for a ticket. The store keeps what resuming a stateful TLS 1.3
+/// one needs; others (TLS 1.2, whose tickets carry the session) are not kept. OpenSSL keeps its
+/// reference (0).
 private let storeServerSession: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
     guard let ssl, let session, SSL_version(ssl) == TLS1_3_VERSION,
           SSL_get_options(ssl) & mtls_SSL_OP_NO_TICKET() != 0,
           let pointer = mtls_SSL_get_app_data(ssl),
           let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
     else { return 0 }
-    store.store(copyOf: session)
+    store.store(session)
     return 0
 }
 
-/// Server: a client offered a TLS 1.3 ticket (a session ID). Hands OpenSSL a private copy of the
-/// stored session, which OpenSSL then owns (`copy` 0), or nil for a full handshake.
+/// Server: a client offered a TLS 1.3 ticket (a session ID). Hands OpenSSL a session rebuilt from
+/// the store, which OpenSSL then owns (`copy` 0), or nil for a full handshake.
 private let findServerSession: @convention(c) (
     OpaquePointer?, UnsafePointer<UInt8>?, Int32, UnsafeMutablePointer<Int32>?
 ) -> OpaquePointer? = { ssl, id, length, copy in
@@ -397,23 +384,5 @@ private let findServerSession: @convention(c) (
           let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
     else { return nil }
     copy?.pointee = 0
-    return store.copy(id: UnsafeRawBufferPointer(start: id, count: Int(length)))
-}
-
-/// Reads back what `ticketAppDataCallback` stored: the client's intermediates, in order.
-func ticketIntermediates(_ session: OpaquePointer) -> [[UInt8]] {
-    var data: UnsafeMutableRawPointer?
-    var length = 0
-    guard SSL_SESSION_get0_ticket_appdata(session, &data, &length) == 1, let data, length > 0 else { return [] }
-    let bytes = UnsafeRawBufferPointer(start: data, count: length)
-    var chain: [[UInt8]] = []
-    var offset = 0
-    while offset + 4 <= bytes.count {
-        let count = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
-        offset += 4
-        guard count > 0, offset + count <= bytes.count else { return [] }
-        chain.append(Array(bytes[offset..<offset + count]))
-        offset += count
-    }
-    return chain
+    return store.session(id: UnsafeRawBufferPointer(start: id, count: Int(length)))
 }

@@ -258,23 +258,14 @@ public final class OpenSSLSession: TLSSession {
     // MARK: Handshake results
 
     private func readPeerIdentity() throws(TLSError) -> PeerIdentity? {
-        guard let leaf = SSL_get0_peer_certificate(ssl), let leafDER = OpenSSLPEM.der(leaf) else { return nil }
-        var chain = [leafDER]
+        let chain: [[UInt8]]
         if role == .server && SSL_session_reused(ssl) == 1 {
-            // A resumed server session has the client's leaf from the ticket, and its
-            // intermediates from the ticket's app data (see ticketAppDataCallback).
-            if let session = SSL_get_session(ssl) {
-                chain += ticketIntermediates(session).filter { $0 != leafDER }
-            }
-        } else if let stack = SSL_get_peer_cert_chain(ssl) {
-            // A client's view of the chain starts with the leaf; a server's does not.
-            for index in 0..<mtls_sk_X509_num(stack) {
-                guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
-                      der != leafDER
-                else { continue }
-                chain.append(der)
-            }
+            // The chain the full handshake verified, as the ticket's session carries it.
+            chain = SSL_get_session(ssl).map(TicketChain.read) ?? []
+        } else {
+            chain = peerCertificateChainDER(ssl)
         }
+        guard !chain.isEmpty else { return nil }
         return try PeerIdentity.verified(certificateChainDER: chain)
     }
 

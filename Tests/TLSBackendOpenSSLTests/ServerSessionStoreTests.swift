@@ -16,9 +16,10 @@ struct ServerSessionStoreTests {
                            sessionStoreCapacity: capacity)
     }
 
-    private func client(maximumVersion: TLSVersion = .tls13) throws -> any TLSContext {
-        var configuration = TLSConfiguration.mtlsClient(identity: pki.identity(pki.client), trustRoots: pki.trustRoots,
-                                                        serverName: "localhost")
+    private func client(maximumVersion: TLSVersion = .tls13, viaIntermediate: Bool = false) throws -> any TLSContext {
+        var configuration = TLSConfiguration.mtlsClient(
+            identity: pki.identity(viaIntermediate ? pki.clientViaIntermediate : pki.client), trustRoots: pki.trustRoots,
+            serverName: "localhost")
         configuration.maximumVersion = maximumVersion
         return try OpenSSLBackend().makeContext(configuration)
     }
@@ -41,6 +42,8 @@ struct ServerSessionStoreTests {
         #expect(try resumes(tls13, server) == true)
         #expect(try resumes(tls13, server) == true)
         #expect(store.count == 3, "each resumption brings a new ticket, and the used ones stay usable")
+
+        #expect(store.chainCount == 1, "sessions of one client share its chain")
 
         let tls12 = try client(maximumVersion: .tls12)
         #expect(try resumes(tls12, server) == false)
@@ -72,6 +75,24 @@ struct ServerSessionStoreTests {
         for _ in 1...5 { #expect(try resumes(busy, server) == true) }
         #expect(server.sessionStore?.count == 3)
         #expect(try resumes(away, server) == true, "the oldest session, but the newest of its client")
+    }
+
+    @Test("A client chain is kept once, and goes with the last session that carries it")
+    func sharedChains() throws {
+        let server = try server(capacity: 3)
+        let store = try #require(server.sessionStore)
+        let leafOnly = try client(), withIntermediate = try client(viaIntermediate: true)
+        _ = try resumes(leafOnly, server)
+        _ = try resumes(leafOnly, server)
+        #expect(store.count == 2)
+        #expect(store.chainCount == 1)
+        _ = try resumes(withIntermediate, server)
+        #expect(store.chainCount == 2)
+        // Three more sessions of the other chain: the first pushes out the superseded session, the
+        // second the leaf-only client's newest, the third the oldest of their own.
+        for _ in 1...3 { _ = try resumes(try client(viaIntermediate: true), server) }
+        #expect(store.count == 3)
+        #expect(store.chainCount == 1, "the leaf-only client's sessions are all gone, and its chain with them")
     }
 
     @Test("Expired sessions do not resume, and leave the store as new ones arrive")
