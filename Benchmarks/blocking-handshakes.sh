@@ -75,7 +75,7 @@ wait_port() {
     return 1
 }
 
-declare -a ports server_pids
+declare -a ports server_pids cpu_pids
 for index in "${!labels[@]}"; do
     port=$(free_port)
     command=${commands[$index]//\{port\}/$port}
@@ -85,13 +85,17 @@ for index in "${!labels[@]}"; do
     $command --log-level error >"$work/server-$index.log" 2>&1 &
     pids+=($!); server_pids[index]=$!; ports[index]=$port
     wait_port "$port"
+    # A server made of processes (nginx: a master and its workers) counts all of them.
+    cpu_pids[index]="$! $(pgrep -P $! | tr '\n' ' ' || true)"
 done
 
 results=$work/results.jsonl
 for round in $(seq 1 "$rounds"); do
     for index in "${!labels[@]}"; do
+        pid_args=()
+        for pid in ${cpu_pids[$index]}; do pid_args+=(--server-pid "$pid"); done
         "$client" bench handshakes --pki "$pki" --backend "$client_backend" --target "127.0.0.1:${ports[$index]}" \
-            --blocking --threads "$threads" --duration "$duration" $resume --server-pid "${server_pids[$index]}" \
+            --blocking --threads "$threads" --duration "$duration" $resume "${pid_args[@]}" \
             --json "$work/one.json" >/dev/null || true
         python3 - "${labels[$index]}" "$round" "$work/one.json" >> "$results" <<'PY'
 import json, sys
