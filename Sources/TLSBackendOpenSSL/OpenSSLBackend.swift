@@ -111,8 +111,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             options |= mtls_SSL_OP_NO_TICKET()
             SSL_CTX_set_num_tickets(ctx, 0)
         } else {
-            // One TLS 1.3 ticket per handshake, as GnuTLS sends, not OpenSSL's default two: each one
-            // serializes and encrypts the session (peer chain included), a quarter of a handshake's CPU.
+            // One TLS 1.3 ticket per handshake, as GnuTLS sends, not OpenSSL's default two: a client
+            // offers only its newest, and each ticket issued takes a place in the session store.
             SSL_CTX_set_num_tickets(ctx, 1)
         }
         SSL_CTX_set_options(ctx, options)
