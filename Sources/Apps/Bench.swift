@@ -13,24 +13,40 @@ struct BenchCommand: ParsableCommand {
         subcommands: [HandshakeBench.self, ThroughputBench.self, IdleBench.self])
 }
 
-/// Full (or resumed) mTLS handshakes against a server, N in flight across the loops.
+/// Full (or resumed) mTLS handshakes against a server: N in flight across the loops, or N blocking
+/// threads with one connection each at a time.
 struct HandshakeBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "handshakes", abstract: "Open, handshake, optionally GET /hello, close; N at a time.")
+        commandName: "handshakes", abstract: "Open, handshake, optionally GET /hello, close; N at a time.",
+        discussion: """
+            By default the connections run on the event loops, --concurrency of them in flight at once. \
+            With --blocking, each of --threads threads runs one connection at a time on a blocking socket: \
+            connect, handshake, GET /hello, read the reply, close, then the next (one connection in flight \
+            per thread, the load of a plain blocking client).
+
+            With --resume, each blocking thread has its own client context and offers the newest ticket it \
+            has received: the previous connection's if the server issued one on it (then each ticket is offered \
+            once), else the older one again, as the client contexts do. On the loops, all slots share one \
+            client context and its newest ticket. Benchmarks/reconnect-resumption.py checks that a server \
+            resumes a client that never offers a ticket twice.
+            """)
 
     @OptionGroup var credentials: CredentialOptions
     @Option(help: "The server, HOST:PORT.") var target: String = "127.0.0.1:8443"
     @Option(name: .customLong("server-name"), help: "Name to verify the server against (default: localhost).")
     var serverName: String = "localhost"
-    @Option(help: "Connections in flight.") var concurrency: Int = 32
+    @Option(help: "Connections in flight on the loops (without --blocking).") var concurrency: Int = 32
+    @Flag(help: "Blocking sockets: --threads threads, each with one connection in flight at a time.")
+    var blocking = false
+    @Option(help: "With --blocking: client threads.") var threads: Int = 4
     @Option(help: "Seconds to run (ignored with --count).") var duration: Double = 5
     @Option(help: "Stop after this many handshakes.") var count: Int?
     @Option(help: "The only TLS version to offer: 1.2 or 1.3.") var tls: String = "1.3"
     @Option(help: "hello (GET /hello and check the reply) or none (close after the handshake).")
     var request: BenchRequest = .hello
-    @Flag(help: "Resume sessions with tickets after the first full handshake of each connection slot.")
+    @Flag(help: "Resume sessions with tickets after the first full handshake of each connection slot or thread.")
     var resume = false
-    @Option(help: "Event loops (threads).") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Event loops (threads), without --blocking.") var loops: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Also write the figures as JSON to this file.") var json: String?
     @Option(name: .customLong("server-pid"),
             help: "A local server's PID (repeat for a master and its workers): report its CPU time per handshake too.")
@@ -41,6 +57,7 @@ struct HandshakeBench: ParsableCommand {
     func validate() throws {
         guard ["1.2", "1.3"].contains(tls) else { throw ValidationError("--tls takes 1.2 or 1.3") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be positive") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
     }
 
     func run() throws {
@@ -50,22 +67,43 @@ struct HandshakeBench: ParsableCommand {
                                              trustRoots: credentials.trustRoots, serverName: serverName,
                                              minimumVersion: version, maximumVersion: version)
         configuration.sessionTicketsEnabled = resume
-        let context: any TLSContext
-        do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
+        // A client context caches the newest ticket per server name: blocking threads get one each, so
+        // that every thread offers the ticket its own previous connection received.
+        let contexts: [any TLSContext]
+        do {
+            contexts = try (0..<(blocking ? threads : 1)).map { _ throws(TLSError) in
+                try credentials.selectedBackend.makeContext(configuration)
+            }
+        } catch {
             printError("mtls bench: \(error.summary)")
             throw ExitCode(1)
         }
-        let group = LoopGroup(count: loops)
-        defer { group.shutdown() }
-        let run = HandshakeLoad(group: group, target: endpoint, tls: context, request: request, expectedBody: expect,
-                                concurrency: concurrency, deadline: count == nil ? .now() + duration : nil, limit: count)
+        let reply = ExpectedReply(request: request, body: expect)
+        let deadline: DispatchTime? = count == nil ? .now() + duration : nil
         let serverBefore = ProcessCPU.seconds(pids: serverPIDs)
         let clientBefore = ProcessCPU.selfSeconds()
-        let report = run.execute(progress: isatty(1) == 1)
+        let report: HandshakeReport
+        if blocking {
+            let address: BlockingSocket.Address
+            do { address = try BlockingSocket.Address(endpoint) } catch {
+                printError("mtls bench: \(error.name)")
+                throw ExitCode(1)
+            }
+            let load = BlockingHandshakeLoad(address: address, contexts: contexts, reply: reply,
+                                             tally: HandshakeTally(slots: threads, deadline: deadline, limit: count))
+            report = load.execute(progress: isatty(1) == 1)
+        } else {
+            let group = LoopGroup(count: loops)
+            defer { group.shutdown() }
+            let load = HandshakeLoad(group: group, target: endpoint, tls: contexts[0], reply: reply,
+                                     tally: HandshakeTally(slots: concurrency, deadline: deadline, limit: count))
+            report = load.execute(progress: isatty(1) == 1)
+        }
         let clientCPU = ProcessCPU.selfSeconds() - clientBefore
         let serverCPU = ProcessCPU.seconds(pids: serverPIDs).flatMap { after in serverBefore.map { after - $0 } }
-        var figures = BenchFigures(report: report, backend: credentials.backend, target: target, concurrency: concurrency,
-                                   loops: loops, request: request.rawValue, resume: resume,
+        let shape: LoadShape = blocking ? .blocking(threads: threads) : .loops(concurrency: concurrency, loops: loops)
+        var figures = BenchFigures(report: report, backend: credentials.backend, target: target, shape: shape,
+                                   request: request.rawValue, resume: resume,
                                    clientCPUSeconds: clientCPU, serverCPUSeconds: serverCPU)
         figures.tlsVersion = report.negotiated.map { "\($0.version)" }
         print(figures.table())
@@ -80,6 +118,20 @@ struct HandshakeBench: ParsableCommand {
 
 enum BenchRequest: String, ExpressibleByArgument, Codable { case hello, none }
 
+/// How the load was offered: connections on the event loops, or blocking threads.
+enum LoadShape {
+    case loops(concurrency: Int, loops: Int)
+    case blocking(threads: Int)
+
+    /// Connections in flight at once.
+    var inFlight: Int {
+        switch self {
+        case .loops(let concurrency, _): return concurrency
+        case .blocking(let threads): return threads
+        }
+    }
+}
+
 /// What one handshake run produced.
 struct HandshakeReport: Sendable {
     var completed = 0
@@ -90,47 +142,85 @@ struct HandshakeReport: Sendable {
     var negotiated: NegotiatedParameters?
 }
 
-/// Keeps `concurrency` connections in flight: each slot connects, handshakes, optionally asks for
-/// /hello, closes and starts over, until the deadline or the count.
-final class HandshakeLoad: @unchecked Sendable {
-    let group: LoopGroup
-    let target: HostAndPort
-    let tls: any TLSContext
-    let request: BenchRequest
-    let expectedBody: String
-    let concurrency: Int
-    let deadline: DispatchTime?
-    let limit: Int?
+/// One connection of a load: from connect to the checked reply (or to the handshake).
+struct HandshakeOutcome {
+    var microseconds: UInt64 = 0
+    var negotiated: NegotiatedParameters?
+    var error: String?
+}
 
+/// What the reply to each connection must be.
+struct ExpectedReply: Sendable {
+    let request: BenchRequest
+    /// The body must start with this (empty: any 200 reply).
+    let body: String
+    let requestBytes = HTTPRequest.get("/hello", host: "localhost", keepAlive: false).serialized()
+
+    init(request: BenchRequest, body: String) {
+        self.request = request
+        self.body = body
+    }
+
+    /// nil if the response is the one expected, else the error to count.
+    func problem(with response: (head: HTTPResponseHead, body: [UInt8])) -> String? {
+        response.head.status == 200 && String(decoding: response.body, as: UTF8.self).hasPrefix(body)
+            ? nil : "bad reply (\(response.head.status))"
+    }
+}
+
+/// The score of a run, shared by every connection slot: whether another connection may start
+/// (before the deadline or the count), what came of each, and when the last slot has retired.
+final class HandshakeTally: @unchecked Sendable {
+    private let deadline: DispatchTime?
+    private let limit: Int?
     private let lock = NSLock()
+    /// Guarded by `lock`.
     private var report = HandshakeReport()
     private var started = 0
-    private var active = 0
-    private let finished = DispatchSemaphore(value: 0)
+    private var activeSlots: Int
+    private let allRetired = DispatchSemaphore(value: 0)
+    /// Connections in flight at once: loop slots or blocking threads.
+    let slotCount: Int
 
-    init(group: LoopGroup, target: HostAndPort, tls: any TLSContext, request: BenchRequest, expectedBody: String,
-         concurrency: Int, deadline: DispatchTime?, limit: Int?) {
-        self.group = group
-        self.target = target
-        self.tls = tls
-        self.request = request
-        self.expectedBody = expectedBody
-        self.concurrency = concurrency
+    init(slots: Int, deadline: DispatchTime?, limit: Int?) {
+        self.slotCount = slots
+        self.activeSlots = slots
         self.deadline = deadline
         self.limit = limit
     }
 
-    func execute(progress: Bool) -> HandshakeReport {
-        let start = DispatchTime.now()
-        lock.lock()
-        active = concurrency
-        lock.unlock()
-        for slot in 0..<concurrency {
-            let loop = group.loops[slot % group.loops.count]
-            loop.execute { [self] in startNext(on: loop) }
+    /// True if the caller may start one more connection. False retires the caller's slot.
+    func startNext() -> Bool {
+        let (mayStart, lastSlot): (Bool, Bool) = lock.withLock {
+            let over = (limit.map { started >= $0 } ?? false) || (deadline.map { DispatchTime.now() >= $0 } ?? false)
+            if over {
+                activeSlots -= 1
+                return (false, activeSlots == 0)
+            }
+            started += 1
+            return (true, false)
         }
+        if lastSlot { allRetired.signal() }
+        return mayStart
+    }
+
+    func record(_ outcome: HandshakeOutcome) {
+        lock.withLock {
+            if let error = outcome.error {
+                report.errors[error, default: 0] += 1
+            } else {
+                report.completed += 1
+                if outcome.negotiated?.resumed == true { report.resumed += 1 }
+                _ = report.latency.record(outcome.microseconds)
+                if report.negotiated == nil { report.negotiated = outcome.negotiated }
+            }
+        }
+    }
+
+    /// Waits until every slot has retired, printing progress once a second if asked.
+    func awaitEnd(since start: DispatchTime, progress: Bool) -> HandshakeReport {
         var lastPrinted = DispatchTime.now()
-        while finished.wait(timeout: .now() + 0.25) == .timedOut {
+        while allRetired.wait(timeout: .now() + 0.25) == .timedOut {
             if progress && DispatchTime.now().uptimeNanoseconds - lastPrinted.uptimeNanoseconds > 1_000_000_000 {
                 lastPrinted = .now()
                 let (done, failed) = lock.withLock { (report.completed, report.errors.values.reduce(0, +)) }
@@ -145,73 +235,69 @@ final class HandshakeLoad: @unchecked Sendable {
             return report
         }
     }
+}
+
+/// Keeps `tally`'s slots busy on the loops: each slot connects, handshakes, optionally asks for
+/// /hello, closes and starts over, until the tally says stop.
+final class HandshakeLoad: @unchecked Sendable {
+    let group: LoopGroup
+    let target: HostAndPort
+    let tls: any TLSContext
+    let reply: ExpectedReply
+    let tally: HandshakeTally
+
+    init(group: LoopGroup, target: HostAndPort, tls: any TLSContext, reply: ExpectedReply, tally: HandshakeTally) {
+        self.group = group
+        self.target = target
+        self.tls = tls
+        self.reply = reply
+        self.tally = tally
+    }
+
+    func execute(progress: Bool) -> HandshakeReport {
+        let start = DispatchTime.now()
+        for slot in 0..<tally.slotCount {
+            let loop = group.loops[slot % group.loops.count]
+            loop.execute { [self] in startNext(on: loop) }
+        }
+        return tally.awaitEnd(since: start, progress: progress)
+    }
 
     /// Runs on `loop`: starts the slot's next connection, or retires the slot.
     private func startNext(on loop: EventLoop) {
-        let shouldStart: Bool = lock.withLock {
-            if let limit, started >= limit { return false }
-            if let deadline, DispatchTime.now() >= deadline { return false }
-            started += 1
-            return true
-        }
-        guard shouldStart else {
-            let last = lock.withLock { active -= 1; return active == 0 }
-            if last { finished.signal() }
-            return
-        }
-        let request = self.request
-        let expectedBody = self.expectedBody
+        guard tally.startNext() else { return }
+        let reply = self.reply
         TCPClient.connect(on: loop, to: target, tls: tls) { [self] in
-            HandshakeAttempt(request: request, expectedBody: expectedBody) { outcome in
-                self.record(outcome)
+            HandshakeAttempt(reply: reply) { outcome in
+                self.tally.record(outcome)
                 self.startNext(on: loop)
-            }
-        }
-    }
-
-    private func record(_ outcome: HandshakeAttempt.Outcome) {
-        lock.withLock {
-            if let error = outcome.error {
-                report.errors[error, default: 0] += 1
-            } else {
-                report.completed += 1
-                if outcome.negotiated?.resumed == true { report.resumed += 1 }
-                _ = report.latency.record(outcome.microseconds)
-                if report.negotiated == nil { report.negotiated = outcome.negotiated }
             }
         }
     }
 }
 
-/// One connection of the load: measures from connect to the checked reply (or to the handshake).
+/// One connection of the loop load: measures from connect to the checked reply (or to the handshake).
 final class HandshakeAttempt: ConnectionHandler {
-    struct Outcome {
-        var microseconds: UInt64 = 0
-        var negotiated: NegotiatedParameters?
-        var error: String?
-    }
-    private let request: BenchRequest
-    private let expectedBody: String
-    private let completion: (Outcome) -> Void
+    private let reply: ExpectedReply
+    private let completion: (HandshakeOutcome) -> Void
     private let started = DispatchTime.now()
-    private var outcome = Outcome()
+    private var outcome = HandshakeOutcome()
     private var parser = HTTPResponseParser()
     private var done = false
 
-    init(request: BenchRequest, expectedBody: String, completion: @escaping (Outcome) -> Void) {
-        self.request = request
-        self.expectedBody = expectedBody
+    init(reply: ExpectedReply, completion: @escaping (HandshakeOutcome) -> Void) {
+        self.reply = reply
         self.completion = completion
     }
 
     func connectionDidEstablish(_ connection: Connection) {
         outcome.negotiated = connection.negotiated
-        switch request {
+        switch reply.request {
         case .none:
             finish(error: nil)
             connection.close()
         case .hello:
-            do { try connection.write(HTTPRequest.get("/hello", host: "localhost", keepAlive: false).serialized()) } catch {
+            do { try connection.write(reply.requestBytes) } catch {
                 finish(error: "write failed")
             }
         }
@@ -224,8 +310,7 @@ final class HandshakeAttempt: ConnectionHandler {
 
     private func checkReply(_ connection: Connection?) {
         guard let response = try? parser.nextResponse() else { return }
-        let ok = response.head.status == 200 && String(decoding: response.body, as: UTF8.self).hasPrefix(expectedBody)
-        finish(error: ok ? nil : "bad reply (\(response.head.status))")
+        finish(error: reply.problem(with: response))
         connection?.close()
     }
 
@@ -244,6 +329,224 @@ final class HandshakeAttempt: ConnectionHandler {
         outcome.error = error
         outcome.microseconds = (DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1000
         completion(outcome)
+    }
+}
+
+/// The blocking load: one thread per client context, each running one connection at a time on a
+/// blocking socket, driven through the TLS contract (no event loop), until the tally says stop.
+final class BlockingHandshakeLoad: @unchecked Sendable {
+    let address: BlockingSocket.Address
+    let contexts: [any TLSContext]
+    let reply: ExpectedReply
+    let tally: HandshakeTally
+
+    init(address: BlockingSocket.Address, contexts: [any TLSContext], reply: ExpectedReply, tally: HandshakeTally) {
+        self.address = address
+        self.contexts = contexts
+        self.reply = reply
+        self.tally = tally
+    }
+
+    func execute(progress: Bool) -> HandshakeReport {
+        let start = DispatchTime.now()
+        for context in contexts {
+            Thread.detachNewThread { [self] in
+                while tally.startNext() {
+                    tally.record(connectOnce(context))
+                }
+            }
+        }
+        return tally.awaitEnd(since: start, progress: progress)
+    }
+
+    /// Connect, handshake, GET /hello and check the reply, close_notify, close.
+    private func connectOnce(_ context: any TLSContext) -> HandshakeOutcome {
+        let started = DispatchTime.now()
+        var outcome = HandshakeOutcome()
+        do throws(BlockingTLSError) {
+            let connection = try BlockingTLSConnection(address: address, context: context)
+            defer { connection.close() }
+            try connection.handshake()
+            outcome.negotiated = connection.session.negotiated
+            if reply.request == .hello {
+                try connection.write(reply.requestBytes)
+                outcome.error = reply.problem(with: try connection.readResponse())
+            }
+        } catch {
+            outcome.error = error.name
+        }
+        outcome.microseconds = (DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1000
+        return outcome
+    }
+}
+
+/// Why a blocking connection failed, named as the loop load names its errors.
+enum BlockingTLSError: Error {
+    case nameResolution(host: String)
+    case transport(errno: Int32)
+    case tls(TLSError)
+    case closedBeforeReply
+
+    var name: String {
+        switch self {
+        case .nameResolution(let host): return "cannot resolve \(host)"
+        // The socket's send and receive timeouts surface as EAGAIN.
+        case .transport(let code) where code == EAGAIN: return "transport: timed out"
+        case .transport(let code): return "transport: \(String(cString: strerror(code)))"
+        case .tls(let error): return "tls: \(error.reason)"
+        case .closedBeforeReply: return "closed before the reply"
+        }
+    }
+}
+
+/// A connected TCP socket in blocking mode, with send and receive timeouts so that a stalled server
+/// fails the connection instead of hanging the thread.
+struct BlockingSocket {
+    /// A resolved address, kept as the bytes `connect` takes.
+    struct Address: Sendable {
+        fileprivate let family: Int32
+        fileprivate let bytes: [UInt8]
+
+        init(_ target: HostAndPort) throws(BlockingTLSError) {
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var result: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(target.host, String(target.port), &hints, &result) == 0, let first = result,
+                  let address = first.pointee.ai_addr
+            else { throw .nameResolution(host: target.host) }
+            defer { freeaddrinfo(result) }
+            family = first.pointee.ai_family
+            bytes = Array(UnsafeRawBufferPointer(start: address, count: Int(first.pointee.ai_addrlen)))
+        }
+    }
+
+    static let timeoutSeconds = 10
+
+    let descriptor: Int32
+
+    init(connectingTo address: Address) throws(BlockingTLSError) {
+        descriptor = socket(address.family, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw .transport(errno: errno) }
+        var timeout = timeval(tv_sec: Self.timeoutSeconds, tv_usec: 0)
+        var noDelay: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+        let connected = address.bytes.withUnsafeBytes { raw in
+            Glibc.connect(descriptor, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+        }
+        guard connected == 0 else {
+            let code = errno
+            Glibc.close(descriptor)
+            throw .transport(errno: code)
+        }
+    }
+
+    func sendAll(_ bytes: [UInt8]) throws(BlockingTLSError) {
+        var offset = 0
+        while offset < bytes.count {
+            // MSG_NOSIGNAL: a server that has already closed is an error here, not SIGPIPE.
+            let sent = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                throw .transport(errno: errno)
+            }
+            offset += sent
+        }
+    }
+
+    /// Receives into `buffer`; 0 means the peer closed.
+    func receive(into buffer: inout [UInt8]) throws(BlockingTLSError) -> Int {
+        while true {
+            let received = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if received >= 0 { return received }
+            if errno != EINTR { throw .transport(errno: errno) }
+        }
+    }
+
+    func close() { Glibc.close(descriptor) }
+}
+
+/// One TLS connection on a blocking socket, driven through the contract alone: what the session
+/// asks to send is sent at once, and the socket is read only when the session needs input.
+final class BlockingTLSConnection {
+    let session: any TLSSession
+    private let socket: BlockingSocket
+    private var received = [UInt8](repeating: 0, count: 16 * 1024)
+    private var outgoing: [UInt8] = []
+    private var plaintext: [UInt8] = []
+
+    init(address: BlockingSocket.Address, context: any TLSContext) throws(BlockingTLSError) {
+        do { session = try context.makeSession() } catch { throw .tls(error) }
+        socket = try BlockingSocket(connectingTo: address)
+    }
+
+    func handshake() throws(BlockingTLSError) {
+        while !session.isHandshakeComplete {
+            guard try advance() else { throw .closedBeforeReply }
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws(BlockingTLSError) {
+        do { try session.writePlaintext(bytes) } catch { throw .tls(error) }
+        try flush()
+    }
+
+    /// Reads until one whole HTTP response has arrived (or the server closed after one).
+    func readResponse() throws(BlockingTLSError) -> (head: HTTPResponseHead, body: [UInt8]) {
+        var parser = HTTPResponseParser()
+        while true {
+            if !plaintext.isEmpty {
+                parser.append(plaintext)
+                plaintext.removeAll(keepingCapacity: true)
+            }
+            if let response = try? parser.nextResponse() { return response }
+            guard try advance() else {
+                parser.endOfInput()
+                guard let response = try? parser.nextResponse() else { throw .closedBeforeReply }
+                return response
+            }
+        }
+    }
+
+    /// Sends close_notify (best effort: the server may have closed already) and closes the socket.
+    func close() {
+        session.close()
+        try? flush()
+        socket.close()
+    }
+
+    /// One step: processes what the session holds, sends what it produced, and reads from the socket
+    /// if it needs more. False once the peer has closed.
+    private func advance() throws(BlockingTLSError) -> Bool {
+        let progress = session.process()
+        try flush()
+        switch progress {
+        case .handshakeComplete:
+            return true
+        case .plaintextReady:
+            session.takePlaintext(into: &plaintext, maxBytes: .max)
+            return true
+        case .peerClosed:
+            return false
+        case .failed(let error):
+            throw .tls(error)
+        case .needsInput:
+            let count = try socket.receive(into: &received)
+            if count == 0 {
+                session.receiveEndOfInput()
+            } else {
+                received.withUnsafeBytes { session.receiveCiphertext(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            }
+            return true
+        }
+    }
+
+    private func flush() throws(BlockingTLSError) {
+        guard session.pendingCiphertextCount > 0 else { return }
+        outgoing.removeAll(keepingCapacity: true)
+        session.takeCiphertext(into: &outgoing)
+        try socket.sendAll(outgoing)
     }
 }
 
@@ -295,13 +598,21 @@ enum ProcessCPU {
 struct BenchFigures: Codable {
     var backend: String
     var target: String
+    /// "loops" (connections on the event loops) or "blocking" (one connection per thread at a time).
+    var mode: String
+    /// Connections in flight at once.
     var concurrency: Int
-    var loops: Int
+    /// Event loops, in "loops" mode.
+    var loops: Int?
+    /// Client threads, in "blocking" mode.
+    var threads: Int?
     var request: String
     var resume: Bool
     var seconds: Double
     var handshakes: Int
     var resumed: Int
+    /// With --resume: resumed handshakes over reconnects (every slot's first connection is necessarily full).
+    var resumedShareOfReconnects: Double?
     var handshakesPerSecond: Double
     var latencyMicroseconds: [String: UInt64]
     var errors: [String: Int]
@@ -311,17 +622,26 @@ struct BenchFigures: Codable {
     var clientCPUMicrosecondsPerHandshake: Double
     var serverCPUMicrosecondsPerHandshake: Double?
 
-    init(report: HandshakeReport, backend: String, target: String, concurrency: Int, loops: Int, request: String,
+    init(report: HandshakeReport, backend: String, target: String, shape: LoadShape, request: String,
          resume: Bool, clientCPUSeconds: Double, serverCPUSeconds: Double?) {
         self.backend = backend
         self.target = target
-        self.concurrency = concurrency
-        self.loops = loops
+        switch shape {
+        case .loops(_, let loops):
+            mode = "loops"
+            self.loops = loops
+        case .blocking(let threads):
+            mode = "blocking"
+            self.threads = threads
+        }
+        concurrency = shape.inFlight
         self.request = request
         self.resume = resume
         seconds = report.seconds
         handshakes = report.completed
         resumed = report.resumed
+        let reconnects = report.completed - shape.inFlight
+        resumedShareOfReconnects = resume && reconnects > 0 ? Double(report.resumed) / Double(reconnects) : nil
         handshakesPerSecond = report.seconds > 0 ? Double(report.completed) / report.seconds : 0
         latencyMicroseconds = report.completed == 0 ? [:] : [
             "p50": report.latency.valueAtPercentile(50), "p90": report.latency.valueAtPercentile(90),
@@ -338,6 +658,9 @@ struct BenchFigures: Codable {
     func table() -> String {
         var table = TextTable(columns: ["figure", "value"])
         table.add(["handshakes", "\(handshakes) in \(String(format: "%.2f", seconds)) s" + (resume ? " (\(resumed) resumed)" : "")])
+        if let share = resumedShareOfReconnects {
+            table.add(["reconnects resumed", String(format: "%.1f %%", share * 100)])
+        }
         table.add(["handshakes/s", String(format: "%.0f", handshakesPerSecond)])
         for key in ["p50", "p90", "p99", "max"] {
             if let value = latencyMicroseconds[key] { table.add(["latency \(key)", String(format: "%.2f ms", Double(value) / 1000)]) }
@@ -346,7 +669,9 @@ struct BenchFigures: Codable {
         table.add(["client CPU/handshake", String(format: "%.0f µs", clientCPUMicrosecondsPerHandshake)])
         if let server = serverCPUMicrosecondsPerHandshake { table.add(["server CPU/handshake", String(format: "%.0f µs", server)]) }
         for (name, count) in errors.sorted(by: { $0.key < $1.key }) { table.add(["errors: \(name)", "\(count)"]) }
-        table.add(["client", "\(backend), \(concurrency) in flight, \(loops) loops, request \(request)"])
+        let shape = threads.map { "blocking, \($0) threads with 1 connection each at a time" }
+            ?? "\(concurrency) in flight, \(loops ?? 0) loops"
+        table.add(["client", "\(backend), \(shape), request \(request)"])
         return table.render()
     }
 }

@@ -40,6 +40,10 @@ static inline long mtls_SSL_SESS_CACHE_OFF(void) { return SSL_SESS_CACHE_OFF; }
 static inline long mtls_SSL_SESS_CACHE_CLIENT_ONLY_EXTERNAL(void) {
     return SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE;
 }
+/* Server sessions through the new/get callbacks only; no internal store to flush either. */
+static inline long mtls_SSL_SESS_CACHE_SERVER_EXTERNAL(void) {
+    return SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL | SSL_SESS_CACHE_NO_AUTO_CLEAR;
+}
 
 static inline uint64_t mtls_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t mtls_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
@@ -57,7 +61,6 @@ static inline int mtls_ERR_GET_REASON(unsigned long error) { return ERR_GET_REAS
 
 static inline int mtls_SSL_set_app_data(SSL *ssl, void *data) { return SSL_set_app_data(ssl, data); }
 static inline void *mtls_SSL_get_app_data(const SSL *ssl) { return SSL_get_app_data(ssl); }
-static inline void mtls_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
 
 #include <openssl/rand.h>
 #include <openssl/core_names.h>
@@ -131,7 +134,13 @@ static inline int mtls_ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *hmac_ke
 }
 
 /* OpenSSL's ticket callback: 1 = use (encrypt) or accept (decrypt), 2 = accept and renew,
- * 0 = unknown key (full handshake), -1 = error. */
+ * 0 = unknown key (full handshake), -1 = error.
+ * Our servers seal only TLS 1.2 tickets (TLS 1.3 ones are stateful, see OpenSSLServerSessionStore),
+ * and a TLS 1.2 ticket under the current key stays in use. Should a TLS 1.3 ticket come here, it
+ * is renewed: a TLS 1.3 server issues a ticket on a resumed handshake only if the callback asks for
+ * renewal, and a TLS 1.3 client uses each ticket once (RFC 8446, C.4), so without renewal every
+ * other reconnect of such a client would be a full handshake (OpenSSL renews them itself when no
+ * callback is set). */
 static inline int mtls_ticket_key_callback(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                                            EVP_CIPHER_CTX *cipher_ctx, EVP_MAC_CTX *hctx, int encrypt) {
     mtls_ticket_keys *keys = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
@@ -145,7 +154,7 @@ static inline int mtls_ticket_key_callback(SSL *ssl, unsigned char key_name[16],
         result = 1;
     } else if (memcmp(key_name, keys->current.name, 16) == 0) {
         key = keys->current;
-        result = 1;
+        result = SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
     } else if (keys->has_previous && memcmp(key_name, keys->previous.name, 16) == 0) {
         key = keys->previous;
         result = 2;

@@ -39,6 +39,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     public let revocation: RevocationList
     /// Our chain as installed (leaf first), set once while the context is configured.
     public private(set) var certificateChainDER: [[UInt8]] = []
+    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets.
+    let sessionStore: OpenSSLServerSessionStore?
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -48,12 +50,17 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// AES-128 first, as GnuTLS orders them: both servers then pick the same suite, and the faster one.
     static let tls13CipherSuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
     static let groups = "X25519:P-256:P-384"
+    /// Servers: the session ID context of every session they issue (see configureResumption).
+    static let sessionIDContext = Array("swift-mtls".utf8)
 
-    init(configuration: TLSConfiguration) throws(TLSError) {
+    init(configuration: TLSConfiguration,
+         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity) throws(TLSError) {
         try configuration.validate()
         self.revocation = try RevocationList.load(configuration)
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
+        self.sessionStore = configuration.role == .server && configuration.sessionTicketsEnabled
+            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext) : nil
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -110,8 +117,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             options |= mtls_SSL_OP_NO_TICKET()
             SSL_CTX_set_num_tickets(ctx, 0)
         } else {
-            // One TLS 1.3 ticket per handshake, as GnuTLS sends, not OpenSSL's default two: each one
-            // serializes and encrypts the session (peer chain included), a quarter of a handshake's CPU.
+            // One TLS 1.3 ticket per handshake, as GnuTLS sends, not OpenSSL's default two: a client
+            // offers only its newest, and each ticket issued takes a place in the session store.
             SSL_CTX_set_num_tickets(ctx, 1)
         }
         SSL_CTX_set_options(ctx, options)
@@ -128,25 +135,37 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         }
     }
 
-    /// Tickets only, never a stateful session cache.
+    /// Resumption through tickets only: a session ID alone never resumes.
     ///
-    /// Server: tickets are sealed with keys drawn at random for this context (AES-256 and HMAC), so
-    /// only this context accepts them. OpenSSL 3.0 would keep one key for the context's lifetime; our
-    /// ticket callback replaces it every `ticketKeyLifetimeSeconds` and accepts the previous one for
-    /// one more period. A new context (a certificate rotation) starts with new keys, and tickets from
-    /// the old one fall back to a full handshake. The session-ID cache is off, so nothing grows per
-    /// connection.
+    /// Server, TLS 1.3: stateful tickets. The ticket is a random session ID, and the session stays
+    /// in this context's `sessionStore` (see there for why, and its bounds), so only this context
+    /// accepts it. Every resumption issues a fresh ticket (clients use each TLS 1.3 ticket once).
+    /// `chooseTicketKind` turns them on per connection, since OpenSSL's switch (SSL_OP_NO_TICKET)
+    /// would also take RFC 5077 tickets away from TLS 1.2.
+    /// Server, TLS 1.2: tickets sealed with keys drawn at random for this context (AES-256 and HMAC).
+    /// OpenSSL 3.0 would keep one key for the context's lifetime; our ticket callback replaces it
+    /// every `ticketKeyLifetimeSeconds` and accepts the previous one for one more period.
+    /// A new context (a certificate rotation) starts with an empty store and new keys, and tickets
+    /// from the old one fall back to a full handshake. OpenSSL's own session cache is off.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
     /// internal client store is off (it never reuses client sessions by itself anyway).
     private func configureResumption() throws(TLSError) {
         switch configuration.role {
         case .server:
-            _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            if sessionStore != nil {
+                // Server-side caching through our callbacks only, which keep TLS 1.3 sessions alone.
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_SERVER_EXTERNAL())
+                SSL_CTX_sess_set_new_cb(ctx, storeServerSession)
+                SSL_CTX_sess_set_get_cb(ctx, findServerSession)
+                SSL_CTX_set_client_hello_cb(ctx, chooseTicketKind, nil)
+            } else {
+                _ = mtls_SSL_CTX_sess_set_cache_mode(ctx, mtls_SSL_SESS_CACHE_OFF())
+            }
             // Required before OpenSSL resumes anything on a server that verifies clients; it must
             // match between the ticket's session and the resuming connection, and it always does,
             // since tickets never leave the context that issued them.
-            let sessionContext = Array("swift-mtls".utf8)
-            guard SSL_CTX_set_session_id_context(ctx, sessionContext, UInt32(sessionContext.count)) == 1 else {
+            guard SSL_CTX_set_session_id_context(ctx, Self.sessionIDContext, UInt32(Self.sessionIDContext.count)) == 1
+            else {
                 throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
             }
             if configuration.sessionTicketsEnabled {
@@ -156,10 +175,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 }
             }
             if configuration.sessionTicketsEnabled && configuration.clientAuthentication != .none {
-                // A ticket holds the client's leaf but not its intermediates (the serialized
-                // SSL_SESSION has no peer chain); they travel in the ticket's app data instead, so a
-                // resumed session reports the same chain as the full handshake.
-                guard SSL_CTX_set_session_ticket_cb(ctx, ticketAppDataCallback, nil, nil) == 1 else {
+                // The client's whole chain travels with each ticket's session (TicketChain), so that
+                // a resumed connection reports the same chain as the full handshake.
+                guard SSL_CTX_set_session_ticket_cb(ctx, ticketChainCallback, nil, nil) == 1 else {
                     throw OpenSSLErrors.collect(.internalError)
                 }
             }
@@ -391,8 +409,8 @@ final class OpenSSLSavedSession: @unchecked Sendable {
 private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
     guard let ssl, let session, let pointer = mtls_SSL_get_app_data(ssl) else { return 0 }
     let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
-    // Tickets only: a bare session ID is useless against our servers, which keep no session cache.
-    guard let name = owner.resumptionName, let cache = owner.contextResumption,
+    // Tickets only: our servers resume nothing from a bare session ID.
+    guard let name = owner.resumptionName, let cache = owner.context.resumption,
           SSL_SESSION_is_resumable(session) == 1, SSL_SESSION_has_ticket(session) == 1,
           let copy = SSL_SESSION_dup(session)
     else { return 0 }
@@ -400,42 +418,69 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
     return 0
 }
 
-/// Server: runs as each ticket is made. After a full handshake it puts the client's intermediates
-/// (DER, each with a 4-byte big-endian length) into the ticket's app data, which OpenSSL encrypts
-/// with the rest of the session. Tickets issued on a resumed connection come from a copy of the
-/// resumed session, which already carries that app data (ssl_session_dup copies it): left as is.
-private let ticketAppDataCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
-    // The client's certification path as verified (not whatever else it sent), minus the leaf,
-    // which the ticket's session holds already.
+/// Server: runs as each ticket is made. After a full handshake it puts the client's certification
+/// path as verified (PeerVerification; not whatever else the client sent) into the ticket's session
+/// (TicketChain), where resumed connections find the client's identity. Tickets issued on a resumed
+/// connection come from a copy of the resumed session, which already carries it (ssl_session_dup
+/// copies the app data): left as is.
+private let ticketChainCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { ssl, _ in
     guard let ssl, SSL_session_reused(ssl) != 1, let session = SSL_get_session(ssl),
           let owner = mtls_SSL_get_app_data(ssl),
-          let path = Unmanaged<OpenSSLSession>.fromOpaque(owner).takeUnretainedValue().verifiedIdentity?.certificateChainDER,
-          path.count > 1
+          let chain = Unmanaged<OpenSSLSession>.fromOpaque(owner).takeUnretainedValue().verifiedIdentity?.certificateChainDER,
+          !chain.isEmpty
     else { return 1 }
-    var data: [UInt8] = []
-    for der in path.dropFirst() {
-        let count = UInt32(der.count)
-        data += [UInt8(count >> 24), UInt8(truncatingIfNeeded: count >> 16), UInt8(truncatingIfNeeded: count >> 8),
-                 UInt8(truncatingIfNeeded: count)]
-        data += der
-    }
+    let data = TicketChain.encode(chain)
     return SSL_SESSION_set1_ticket_appdata(session, data, data.count) == 1 ? 1 : 0
 }
 
-/// Reads back what `ticketAppDataCallback` stored: the client's intermediates, in order.
-func ticketIntermediates(_ session: OpaquePointer) -> [[UInt8]] {
-    var data: UnsafeMutableRawPointer?
-    var length = 0
-    guard SSL_SESSION_get0_ticket_appdata(session, &data, &length) == 1, let data, length > 0 else { return [] }
-    let bytes = UnsafeRawBufferPointer(start: data, count: length)
-    var chain: [[UInt8]] = []
-    var offset = 0
-    while offset + 4 <= bytes.count {
-        let count = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
-        offset += 4
-        guard count > 0, offset + count <= bytes.count else { return [] }
-        chain.append(Array(bytes[offset..<offset + count]))
-        offset += count
+/// Server: runs on each ClientHello, before the version is chosen. A connection that will be
+/// TLS 1.3 gets stateful tickets (SSL_OP_NO_TICKET: OpenSSL then issues and looks up TLS 1.3
+/// tickets through `storeServerSession` / `findServerSession`); a TLS 1.2 one keeps sealed
+/// tickets, which TLS 1.2 clients expect. Our servers negotiate TLS 1.3 whenever the client offers
+/// it and the context allows it.
+private let chooseTicketKind: @convention(c) (
+    OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?
+) -> Int32 = { ssl, _, _ in
+    guard let ssl, let pointer = mtls_SSL_get_app_data(ssl) else { return SSL_CLIENT_HELLO_SUCCESS }
+    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    if owner.context.configuration.maximumVersion == .tls13 && clientOffersTLS13(ssl) {
+        _ = SSL_set_options(ssl, mtls_SSL_OP_NO_TICKET())
     }
-    return chain
+    return SSL_CLIENT_HELLO_SUCCESS
+}
+
+/// Whether the ClientHello's supported_versions (a 1-byte length, then 2-byte versions) lists TLS 1.3.
+private func clientOffersTLS13(_ ssl: OpaquePointer) -> Bool {
+    var data: UnsafePointer<UInt8>?
+    var length = 0
+    guard SSL_client_hello_get0_ext(ssl, UInt32(TLSEXT_TYPE_supported_versions), &data, &length) == 1,
+          let data, length >= 1
+    else { return false }
+    let versions = UnsafeBufferPointer(start: data + 1, count: min(Int(data[0]), length - 1))
+    return stride(from: 0, to: versions.count - 1, by: 2).contains { versions[$0] == 0x03 && versions[$0 + 1] == 0x04 }
+}
+
+/// Server: OpenSSL made a session for a ticket. The store keeps what resuming a stateful TLS 1.3
+/// one needs; others (TLS 1.2, whose tickets carry the session) are not kept. OpenSSL keeps its
+/// reference (0).
+private let storeServerSession: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
+    guard let ssl, let session, SSL_version(ssl) == TLS1_3_VERSION,
+          SSL_get_options(ssl) & mtls_SSL_OP_NO_TICKET() != 0,
+          let pointer = mtls_SSL_get_app_data(ssl),
+          let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
+    else { return 0 }
+    store.store(session)
+    return 0
+}
+
+/// Server: a client offered a TLS 1.3 ticket (a session ID). Hands OpenSSL a session rebuilt from
+/// the store, which OpenSSL then owns (`copy` 0), or nil for a full handshake.
+private let findServerSession: @convention(c) (
+    OpaquePointer?, UnsafePointer<UInt8>?, Int32, UnsafeMutablePointer<Int32>?
+) -> OpaquePointer? = { ssl, id, length, copy in
+    guard let ssl, let id, length > 0, let pointer = mtls_SSL_get_app_data(ssl),
+          let store = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.sessionStore
+    else { return nil }
+    copy?.pointee = 0
+    return store.session(id: UnsafeRawBufferPointer(start: id, count: Int(length)))
 }

@@ -69,11 +69,14 @@ enum OpenSSLPEM {
         return PKCS12Bundle(leaf: leaf, key: key, chain: intermediates)
     }
 
+    /// Encoded straight into the array (a parsed certificate keeps its encoding, so both calls copy it).
     static func der(_ certificate: OpaquePointer) -> [UInt8]? {
-        var out: UnsafeMutablePointer<UInt8>?
-        let length = i2d_X509(certificate, &out)
-        guard length > 0, let out else { return nil }
-        defer { mtls_OPENSSL_free(out) }
-        return Array(UnsafeBufferPointer(start: out, count: Int(length)))
+        let length = Int(i2d_X509(certificate, nil))
+        guard length > 0 else { return nil }
+        let der = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            var cursor = buffer.baseAddress
+            count = max(0, Int(i2d_X509(certificate, &cursor)))
+        }
+        return der.count == length ? der : nil
     }
 }

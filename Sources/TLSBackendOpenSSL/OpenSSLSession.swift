@@ -11,8 +11,9 @@ public final class OpenSSLSession: TLSSession {
     /// `process()` stops decrypting while this much plaintext waits to be taken.
     public var plaintextLimit = 64 * 1024
 
-    /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive.
-    private let context: OpenSSLContext
+    /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive. The context's
+    /// callbacks reach its caches through here (the SSL's app data is this session).
+    let context: OpenSSLContext
     /// Owned: freed in deinit, which also frees both BIOs (SSL_set_bio hands them to the SSL).
     fileprivate let ssl: OpaquePointer
     /// Borrowed from `ssl`.
@@ -89,8 +90,6 @@ public final class OpenSSLSession: TLSSession {
         }
     }
 
-    /// The client context's session cache, for the new-session callback.
-    var contextResumption: ResumptionCache<OpenSSLSavedSession>? { context.resumption }
     /// The context's CRLs, for the verify callback.
     var contextRevocation: RevocationList { context.revocation }
 
@@ -283,25 +282,11 @@ public final class OpenSSLSession: TLSSession {
 
     private func readPeerIdentity() throws(TLSError) -> PeerIdentity? {
         guard SSL_session_reused(ssl) == 1 else { return verifiedIdentity }
-        // Resumed: no verification ran. The identity comes from the session, accepted only while its
-        // certificate is still valid.
-        guard let leaf = SSL_get0_peer_certificate(ssl), let leafDER = OpenSSLPEM.der(leaf) else { return nil }
-        var chain = [leafDER]
-        if role == .server && SSL_session_reused(ssl) == 1 {
-            // A resumed server session has the client's leaf from the ticket, and its
-            // intermediates from the ticket's app data (see ticketAppDataCallback).
-            if let session = SSL_get_session(ssl) {
-                chain += ticketIntermediates(session).filter { $0 != leafDER }
-            }
-        } else if let stack = SSL_get_peer_cert_chain(ssl) {
-            // A client's view of the chain starts with the leaf; a server's does not.
-            for index in 0..<mtls_sk_X509_num(stack) {
-                guard let certificate = mtls_sk_X509_value(stack, index), let der = OpenSSLPEM.der(certificate),
-                      der != leafDER
-                else { continue }
-                chain.append(der)
-            }
-        }
+        // Resumed: no verification ran. The identity comes from the session (a server's from the
+        // chain its ticket carries, see ticketChainCallback), accepted only while the certificate is
+        // still valid and not revoked by the current CRLs.
+        let chain = role == .server ? (SSL_get_session(ssl).map(TicketChain.read) ?? []) : peerCertificateChainDER(ssl)
+        guard !chain.isEmpty else { return nil }
         return try PeerVerification.checkResumed(chainDER: chain, revocation: context.revocation)
     }
 
