@@ -73,8 +73,8 @@ struct ProxyOptions: ParsableArguments {
     }
 
     /// Listens, forwards until SIGTERM or SIGINT, then drains within `--drain-timeout`.
-    func serve(_ mode: String, tls: (any TLSContext)?, authorize: (@Sendable (PeerIdentity?) -> Bool)?, target: ProxyTarget,
-               backend: String, logger: Logger) throws {
+    func serve(_ mode: String, tls: TLSContextProvider?, authorize: (@Sendable (PeerIdentity?) -> Bool)?, target: ProxyTarget,
+               backend: String, logger: Logger, onShutdown: () -> Void = {}) throws {
         let listenAddress = try listenAddress()
         var options = TCPServer.Options()
         options.maxConnections = maxConnections
@@ -93,6 +93,7 @@ struct ProxyOptions: ParsableArguments {
         printNow("listening on \(listener.address) (proxy \(mode) to \(target.address), backend \(backend))")
         logger.info("proxy \(mode) ready", metadata: ["listen": "\(listener.address)", "target": "\(target.address)"])
         ShutdownSignals.wait()
+        onShutdown()
         logger.info("draining: no new connections; open ones have \(drainTimeout) s to finish")
         let unfinished = listener.shutdown(drainTimeout: .seconds(drainTimeout))
         if unfinished > 0 { logger.notice("closed \(unfinished) connection(s) still open after the drain") }
@@ -114,6 +115,7 @@ struct ProxyServerCommand: ParsableCommand {
     @OptionGroup var proxy: ProxyOptions
 
     @OptionGroup var policy: PeerPolicyOptions
+    @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
@@ -124,18 +126,17 @@ struct ProxyServerCommand: ParsableCommand {
         guard !credentials.trustRoots.isEmpty else {
             throw ValidationError("the proxy server verifies client certificates: give their CA with --ca or --pki")
         }
-        let configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
+        var configuration = TLSConfiguration(role: .server, identity: identity, trustRoots: credentials.trustRoots,
                                              clientAuthentication: .require, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
-        let context: any TLSContext
-        do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
-            printError("mtls proxy server: \(error.summary)")
-            throw ExitCode(1)
-        }
+        configuration.crls = credentials.crls
+        // Built from the files now, and rebuilt on SIGHUP, a file change or --reload-interval.
+        let (reloading, triggers) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                     command: "proxy server")
         var authorization = ConnectionOptions()
         try policy.install(into: &authorization, logger: logger)
-        try proxy.serve("server", tls: context, authorize: authorization.authorize, target: target,
-                        backend: credentials.backend, logger: logger)
+        try proxy.serve("server", tls: reloading.provider, authorize: authorization.authorize, target: target,
+                        backend: credentials.backend, logger: logger, onShutdown: { triggers.stop() })
     }
 }
 
@@ -183,9 +184,10 @@ struct ProxyClientCommand: ParsableCommand {
             throw ValidationError("the proxy client verifies the target's certificate: give its CA with --ca or --pki")
         }
         let name = serverName ?? targetAddress.host
-        let configuration = TLSConfiguration(role: .client, identity: identity, trustRoots: credentials.trustRoots,
+        var configuration = TLSConfiguration(role: .client, identity: identity, trustRoots: credentials.trustRoots,
                                              serverName: name, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
+        configuration.crls = credentials.crls
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
             printError("mtls proxy client: \(error.summary)")

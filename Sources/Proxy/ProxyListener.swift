@@ -12,12 +12,14 @@ public final class ProxyListener: Sendable {
 
     /// Binds and starts accepting. `options.connection` applies to the accepted connections: its
     /// `authorize` decides who may reach the target at all; the pump adds what forwarding needs.
-    public init(group: LoopGroup, listen: HostAndPort, tls: (any TLSContext)?, options: TCPServer.Options = TCPServer.Options(),
+    /// `tls` nil: plain TCP (a proxy client's local side); else each connection's session comes from
+    /// the provider's current context, so a credential reload applies to the next client.
+    public init(group: LoopGroup, listen: HostAndPort, tls: TLSContextProvider?, options: TCPServer.Options = TCPServer.Options(),
                 target: ProxyTarget, logger: Logger) throws {
         var options = options
         options.connection = ProxyPump.forwardingOptions(options.connection)
         let pairs = self.pairs
-        server = try TCPServer(group: group, listen: listen, tls: tls, options: options) {
+        server = try TCPServer(group: group, listen: listen, contexts: tls, options: options) {
             ProxyPump(target: target, pairs: pairs, logger: logger)
         }
     }

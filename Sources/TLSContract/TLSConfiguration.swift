@@ -60,9 +60,10 @@ public struct TLSConfiguration: Sendable {
     /// Session resumption through tickets: TLS 1.3 PSK tickets and TLS 1.2 session tickets (RFC 5077).
     /// Both roles, default on.
     ///
-    /// - Server: issues tickets, encrypted with keys generated for (and held only by) this context,
-    ///   so a ticket is accepted only by the context that issued it. No stateful session-ID cache is
-    ///   kept. Off: no tickets are issued and nothing is resumed.
+    /// - Server: issues tickets that only the context that issued them accepts: sealed with keys
+    ///   generated for (and held only by) this context, or, where that is cheaper (the OpenSSL backend
+    ///   in TLS 1.3), a ticket naming an entry of a bounded store held by this context. No session-ID
+    ///   cache serves clients that offer no ticket. Off: no tickets are issued and nothing is resumed.
     /// - Client: the context keeps the newest resumable session per server name (bounded, shared by
     ///   every session it makes, on any thread) and offers it on the next session to the same name.
     ///   A refused ticket just means a full handshake. Off: nothing is cached or offered.

@@ -51,13 +51,14 @@ extension LoopSuite {
         @Test("Resets, half-closes and EOF mid-handshake give clean errors and leak no descriptor",
               arguments: SocketPair.all)
         func resetsAndHalfCloses(pair: SocketPair) throws {
-            let descriptorsBefore = openDescriptorCount()
+            var serverPort = 0
             do {
                 let group = LoopGroup(count: 2)
                 defer { group.shutdown() }
                 let closes = Shared<[String]>([])
                 let (server, clientContext) = try startServer(pair, group: group, closes: closes)
                 defer { server.shutdown() }
+                serverPort = server.port
 
                 // A reset in the middle of the handshake.
                 let resetter = try RawSocket(port: server.port)
@@ -88,8 +89,8 @@ extension LoopSuite {
                 #expect(seen.contains { $0.contains("closed during the handshake") }, "\(seen)")
                 #expect(seen.count >= 4, "\(seen)")
             }
-            // Loops and their sockets are gone: the process holds what it held before.
-            #expect(openDescriptorCount() == descriptorsBefore)
+            // Loops and their sockets are gone: no socket of this process touches the server's port.
+            #expect(openSockets(touchingPort: serverPort).isEmpty, "\(openSockets(touchingPort: serverPort))")
         }
 
         @Test("A graceful server shutdown sends close_notify to open connections", arguments: SocketPair.all)

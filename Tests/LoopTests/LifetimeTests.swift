@@ -44,8 +44,7 @@ extension LoopSuite {
               arguments: SocketPair.all)
         func closeWhileServerWrites(pair: SocketPair) throws {
             let (clientContext, serverContext) = try pair.contexts()
-            warmUpProcessDescriptors()
-            let descriptorsBefore = openDescriptors()
+            var serverPort = 0
             do {
                 let group = LoopGroup(count: 2)
                 defer { group.shutdown() }
@@ -58,6 +57,7 @@ extension LoopSuite {
                     BlastHandler(responseBytes: 256 * 1024, closes: closes)
                 }
                 defer { server.shutdown() }
+                serverPort = server.port
                 let rounds = 250
                 var failures: [String] = []
                 for round in 0..<rounds {
@@ -83,9 +83,8 @@ extension LoopSuite {
                 #expect(outcome.error == nil, "\(outcome.error ?? "")")
                 #expect(outcome.received.count == 256 * 1024)
             }
-            let descriptorsAfter = openDescriptors()
-            #expect(descriptorsAfter.count == descriptorsBefore.count,
-                    "leaked: \(Set(descriptorsAfter).subtracting(descriptorsBefore).sorted())")
+            // The loops are gone: no socket of this process touches the server's port any more.
+            #expect(openSockets(touchingPort: serverPort).isEmpty, "leaked: \(openSockets(touchingPort: serverPort))")
         }
 
         @Test("The server's TLS context is released once the server and its loops are gone", arguments: SocketPair.all)
@@ -165,15 +164,19 @@ extension LoopSuite {
             let held = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: nil,
                                      options: options) { EchoHandler(closes: closes) }
             defer { held.shutdown() }
+            // Amplified, so that other suites opening and closing descriptors meanwhile cannot hide or
+            // fake a leak: 200 refused listens must not leave 200 descriptors behind.
             let descriptorsBefore = openDescriptorCount()
             options.acceptStrategy = second
-            #expect {
-                _ = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: held.port), tls: nil,
-                                  options: options) { EchoHandler(closes: closes) }
-            } throws: { error in
-                "\(error)".contains("address already in use")
+            for _ in 0..<200 {
+                #expect {
+                    _ = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: held.port), tls: nil,
+                                      options: options) { EchoHandler(closes: closes) }
+                } throws: { error in
+                    "\(error)".contains("address already in use")
+                }
             }
-            #expect(openDescriptorCount() == descriptorsBefore, "a failed listen leaked a descriptor")
+            #expect(openDescriptorCount() - descriptorsBefore < 50, "failed listens leaked descriptors")
         }
 
         @Test("A peer trickling an unfinished record is closed at the idle timeout; a good client is served meanwhile",

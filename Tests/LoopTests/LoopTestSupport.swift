@@ -117,12 +117,22 @@ func openDescriptorCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
 }
 
-/// Runs a loop once, so that what the runtime opens lazily on first use (libdispatch's wake-up
-/// pipe) is open before a test counts descriptors, and not counted as a leak.
-func warmUpProcessDescriptors() {
-    let group = LoopGroup(count: 1)
-    _ = try? group.loops[0].submitAndWait { 0 }
-    group.shutdown()
+/// Sockets of this process whose local or remote port is `port` (from /proc/self/net/tcp{,6}):
+/// unlike a count of every descriptor, this is not disturbed by other suites running meanwhile.
+func openSockets(touchingPort port: Int) -> [String] {
+    var inodes: Set<String> = []
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 9 else { continue }
+            let ports = [fields[1], fields[2]].compactMap { $0.split(separator: ":").last.flatMap { Int($0, radix: 16) } }
+            if ports.contains(port) { inodes.insert(String(fields[9])) }
+        }
+    }
+    return openDescriptors().filter { entry in
+        inodes.contains { entry.hasSuffix("socket:[\($0)]") }
+    }
 }
 
 /// What each open descriptor of this process points at, for a leak's failure message.

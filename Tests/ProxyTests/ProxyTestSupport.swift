@@ -164,7 +164,7 @@ final class ProxyChain: @unchecked Sendable {
         let serverContext = try backends.server.makeContext(.mtlsServer(identity: pki.identity(pki.server), trustRoots: pki.trustRoots))
         var serverOptions = TCPServer.Options()
         serverOptions.connection.authorize = authorize
-        proxyServer = try ProxyListener(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: serverContext,
+        proxyServer = try ProxyListener(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: TLSContextProvider(serverContext),
                                         options: serverOptions,
                                         target: ProxyTarget(address: HostAndPort(host: "127.0.0.1", port: targetPort ?? target.port),
                                                             connection: targetConnection),
