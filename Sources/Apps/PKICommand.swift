@@ -112,7 +112,7 @@ struct PKIIssue: ParsableCommand {
             let names = try leaf.resolvedNames()
             let (certificatePath, keyPath) = try leaf.outputPaths()
             let authority = try Self.loadAuthority(directory: caDirectory)
-            let validity = TimeInterval(leaf.keyOptions.days) * 86400
+            let validity = leaf.validity
             var request: LeafRequest
             switch role {
             case .server:
@@ -169,7 +169,7 @@ struct PKISelfSigned: ParsableCommand {
             let (certificatePath, keyPath) = try leaf.outputPaths()
             var request = LeafRequest(commonName: names[0], purposes: [.serverAuth, .clientAuth],
                                       keyType: leaf.keyOptions.keyType,
-                                      notValidAfter: Date().addingTimeInterval(TimeInterval(leaf.keyOptions.days) * 86400))
+                                      notValidAfter: Date().addingTimeInterval(leaf.validity))
             request.addSubjectAlternativeNames(names)
             let issued = try IssuedCertificate.selfSigned(request)
             try PKIArguments.writeFile(issued.chainPEM, to: certificatePath, secret: false, force: leaf.keyOptions.force)
@@ -370,15 +370,39 @@ struct LeafFileOptions: ParsableArguments {
 
     @OptionGroup var keyOptions: PKIKeyOptions
 
+    @Option(help: ArgumentHelp("How long the certificate is valid, from now: 90s, 15m, 1h, 30d or 2y (instead of --days). "
+                               + "Short-lived certificates are the best practice: renew them, and revocation is rarely needed.",
+                               valueName: "duration"),
+            transform: LeafValidity.parse)
+    var valid: TimeInterval?
+
     func validate() throws {
         guard !(try PKIArguments.names(names, option: "--name")).isEmpty else {
             throw ValidationError("--name needs at least one name")
         }
     }
 
+    /// Seconds from now to the certificate's notAfter: --valid, else --days.
+    var validity: TimeInterval { valid ?? TimeInterval(keyOptions.days) * 86400 }
+
     func resolvedNames() throws -> [String] { try PKIArguments.names(names, option: "--name") }
 
     func outputPaths() throws -> (certificate: String, key: String) {
         try PKIArguments.outputPaths(prefix: out, extensions: ["pem", "key"], force: keyOptions.force)
+    }
+}
+
+/// `--valid`: a number and one unit, s, m, h, d or y (365 days); from one second to 100 years.
+enum LeafValidity {
+    static func parse(_ text: String) throws -> TimeInterval {
+        let units: [Character: TimeInterval] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400]
+        guard let unit = text.last, let seconds = units[unit], let count = Double(text.dropLast()), count > 0 else {
+            throw ValidationError("--valid takes a number and a unit (s, m, h, d or y), e.g. 1h or 30d (got '\(text)')")
+        }
+        let validity = count * seconds
+        guard validity >= 1, validity <= 100 * 365 * 86400 else {
+            throw ValidationError("--valid must be between 1s and 100y (got '\(text)')")
+        }
+        return validity
     }
 }

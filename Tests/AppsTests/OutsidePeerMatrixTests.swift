@@ -327,15 +327,19 @@ enum OutsideServer: String, CaseIterable, Sendable, Codable {
     /// another cell running at the same time may take first: such a server exits, and is started again.
     private func startListening(serverPKI: MatrixPKI, clientCA: String, version: PeerTLSVersion,
                                 scratch: TemporaryDirectory, chunked: Bool) throws -> ServerProcess {
-        for _ in 1..<3 {
-            let server = try start(serverPKI: serverPKI, clientCA: clientCA, version: version, scratch: scratch,
-                                   chunked: chunked)
-            usleep(20_000)
-            if server.isRunning { return server }
+        var lastFailure: Error = ToolError("\(rawValue) did not start")
+        for _ in 0..<3 {
+            do {
+                let server = try start(serverPKI: serverPKI, clientCA: clientCA, version: version, scratch: scratch,
+                                       chunked: chunked)
+                usleep(20_000)
+                if server.isRunning { return server }
+                lastFailure = ToolError("\(rawValue) exited at start: \(server.log)")
+            } catch {
+                lastFailure = error  // e.g. its port was taken before it could bind: try another one
+            }
         }
-        let server = try start(serverPKI: serverPKI, clientCA: clientCA, version: version, scratch: scratch, chunked: chunked)
-        guard server.isRunning else { throw ToolError("\(rawValue) exited at start: \(server.log)") }
-        return server
+        throw lastFailure
     }
 
     private func start(serverPKI: MatrixPKI, clientCA: String, version: PeerTLSVersion,

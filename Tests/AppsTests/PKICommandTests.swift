@@ -132,6 +132,30 @@ struct PKICommandTests {
         #expect(contents(temp.file("out/worker.key")) == before)
     }
 
+    @Test("pki issue --valid: certificates from seconds to years, checked by openssl x509 -checkend", arguments: [
+        ("90m", 85 * 60, 95 * 60), ("2h", 115 * 60, 125 * 60), ("30d", 29 * 86400, 31 * 86400),
+    ])
+    func issueValidFor(duration: String, atLeast: Int, atMost: Int) throws {
+        let temp = try TemporaryDirectory()
+        let dir = temp.file("pki")
+        try #require(try runTool(try mtlsExecutable(), ["pki", "init", "--out", dir]).status == 0)
+        let issued = try mtls("pki", "issue", "--ca-dir", dir, "--client", "--name", "short-lived", "--valid", duration,
+                              "--out", temp.file("short"))
+        try #require(issued.status == 0, "\(issued.output)")
+        let stillValid = try runTool(openssl, ["x509", "-noout", "-checkend", "\(atLeast)", "-in", temp.file("short.pem")])
+        #expect(stillValid.status == 0, "--valid \(duration) ends before \(atLeast) s from now")
+        let expired = try runTool(openssl, ["x509", "-noout", "-checkend", "\(atMost)", "-in", temp.file("short.pem")])
+        #expect(expired.status != 0, "--valid \(duration) lasts beyond \(atMost) s from now")
+    }
+
+    @Test("pki issue --valid refuses what is not a duration", arguments: ["1w", "0h", "h", "-5m", "200y"])
+    func issueValidRefused(duration: String) throws {
+        let temp = try TemporaryDirectory()
+        let run = try mtls("pki", "issue", "--ca-dir", temp.path, "--client", "--name", "x", "--valid", duration,
+                           "--out", temp.file("x"))
+        #expect(run.status == 64 && run.output.contains("--valid"), "\(run.output)")
+    }
+
     @Test("pki issue refuses a missing CA, no role, or no name")
     func issueErrors() throws {
         let temp = try TemporaryDirectory()
