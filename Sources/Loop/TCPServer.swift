@@ -112,6 +112,21 @@ public final class TCPServer: @unchecked Sendable {
         listeners.reduce(0) { total, listener in total + ((try? listener.loop.submitAndWait { listener.openCount }) ?? 0) }
     }
 
+    /// Closes the listening sockets (new connections are refused by the kernel) and leaves open
+    /// connections alone: the first step of a drain. Waits until every listener has stopped.
+    public func stopAccepting() {
+        let group = DispatchGroup()
+        for listener in listeners {
+            group.enter()
+            let queued = listener.loop.execute {
+                listener.stopAccepting()
+                group.leave()
+            }
+            if !queued { group.leave() }
+        }
+        group.wait()
+    }
+
     /// Stops accepting. With `graceful`, open connections get close_notify and up to their close
     /// timeout to flush it; without, they are dropped. Waits until every connection has closed.
     /// A loop that has already shut down closed its connections itself.
@@ -350,6 +365,13 @@ final class Listener: @unchecked Sendable {
             malloc_trim(0)
         }
         if shuttingDown && open.isEmpty { finishShutdown() }
+    }
+
+    /// No new connections from now on; those open stay.
+    func stopAccepting() {
+        shuttingDown = true
+        handoffTargets = []
+        stop()
     }
 
     func shutdown(graceful: Bool, completion: @escaping () -> Void) {

@@ -33,6 +33,8 @@ public final class ProxyListener: Sendable {
     /// never reach the target.
     @discardableResult
     public func shutdown(drainTimeout: Duration) -> Int {
+        // New clients are refused by the kernel from here on, not accepted and closed after a handshake.
+        server.stopAccepting()
         let unfinished = pairs.drain(within: drainTimeout)
         server.shutdown(graceful: true)
         return unfinished
