@@ -131,10 +131,13 @@ public final class OpenSSLSession: TLSSession {
     public func takeCiphertext(into buffer: inout [UInt8]) {
         let count = pendingCiphertextCount
         guard count > 0 else { return }
-        let start = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: count))
-        buffer.withUnsafeMutableBytes { raw in
-            _ = BIO_read(outbound, raw.baseAddress! + start, Int32(count))
+        // Read into scratch, then append as one contiguous copy: appending `count` zeros first went
+        // byte by byte in debug builds (1–3 MB/s through an OpenSSL pair; the stdlib's generic
+        // append is not specialized there).
+        buffer.reserveCapacity(buffer.count + count)
+        withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { scratch in
+            let read = BIO_read(outbound, scratch.baseAddress, Int32(count))
+            if read > 0 { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[0..<Int(read)])) }
         }
     }
 
