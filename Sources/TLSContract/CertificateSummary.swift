@@ -35,22 +35,10 @@ public struct CertificateSummary: Sendable, Hashable {
         subject = certificate.subject.description
         issuer = certificate.issuer.description
         serialHex = SerialNumbers.hex(Array(certificate.serialNumber.bytes))
-        var dns: [String] = []
-        var ips: [String] = []
-        var uris: [String] = []
-        if let sans = try? certificate.extensions.subjectAlternativeNames {
-            for name in sans {
-                switch name {
-                case .dnsName(let value): dns.append(value)
-                case .uniformResourceIdentifier(let value): uris.append(value)
-                case .ipAddress(let octets): ips.append(IPAddressText.format(Array(octets.bytes)))
-                default: break
-                }
-            }
-        }
-        dnsNames = dns
-        ipAddresses = ips
-        self.uris = uris
+        let names = SubjectAlternativeNameLists(certificate)
+        dnsNames = names.dns
+        ipAddresses = names.ipAddresses
+        uris = names.uris
         notValidBefore = certificate.notValidBefore
         notValidAfter = certificate.notValidAfter
         if case .isCertificateAuthority = try? certificate.extensions.basicConstraints {

@@ -50,22 +50,10 @@ public struct PeerIdentity: Sendable, Hashable {
         self.commonName = leaf.subject.lazy.flatMap { $0 }
             .first { $0.type == .RDNAttributeType.commonName }
             .map { String(describing: $0.value) }
-        var dns: [String] = []
-        var ips: [String] = []
-        var uris: [String] = []
-        if let sans = try? leaf.extensions.subjectAlternativeNames {
-            for name in sans {
-                switch name {
-                case .dnsName(let value): dns.append(value)
-                case .uniformResourceIdentifier(let value): uris.append(value)
-                case .ipAddress(let octets): ips.append(IPAddressText.format(Array(octets.bytes)))
-                default: break
-                }
-            }
-        }
-        self.dnsNames = dns
-        self.ipAddresses = ips
-        self.uris = uris
+        let names = SubjectAlternativeNameLists(leaf)
+        self.dnsNames = names.dns
+        self.ipAddresses = names.ipAddresses
+        self.uris = names.uris
         self.notValidBefore = leaf.notValidBefore
         self.notValidAfter = leaf.notValidAfter
         var serializer = DER.Serializer()
@@ -114,6 +102,26 @@ public struct PeerIdentity: Sendable, Hashable {
 
 }
 
+
+/// A certificate's DNS, IP and URI subject alternative names, as text; the one place both
+/// `PeerIdentity` and `CertificateSummary` read them from.
+struct SubjectAlternativeNameLists {
+    var dns: [String] = []
+    var ipAddresses: [String] = []
+    var uris: [String] = []
+
+    init(_ certificate: Certificate) {
+        guard let sans = try? certificate.extensions.subjectAlternativeNames else { return }
+        for name in sans {
+            switch name {
+            case .dnsName(let value): dns.append(value)
+            case .uniformResourceIdentifier(let value): uris.append(value)
+            case .ipAddress(let octets): ipAddresses.append(IPAddressText.format(Array(octets.bytes)))
+            default: break
+            }
+        }
+    }
+}
 
 /// IP addresses as text, the way both backends and users write them.
 public enum IPAddressText {
