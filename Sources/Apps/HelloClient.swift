@@ -37,6 +37,16 @@ struct HelloClientCommand: ParsableCommand {
         if let interval, !(interval >= 0) { throw ValidationError("--interval takes a number of seconds, 0 or more") }
     }
 
+    /// The connection's options: the --verify-* rules, checked once the handshake completes.
+    private func connectionOptions(for target: ParsedURL) throws -> (ConnectionOptions, PeerAuthorizer?) {
+        var options = ConnectionOptions()
+        if !target.isTLS, try !verify.policy().isEmpty {
+            throw ValidationError("--verify-* rules check the server's certificate: they need an https:// URL")
+        }
+        let authorizer = try verify.install(into: &options)
+        return (options, authorizer)
+    }
+
     func run() throws {
         let target = try ParsedURL(url)
         var configuration = TLSConfiguration(role: .client, identity: credentials.identity(role: .client),
@@ -58,11 +68,7 @@ struct HelloClientCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        var options = ConnectionOptions()
-        if !target.isTLS, try !verify.policy().isEmpty {
-            throw ValidationError("--verify-* rules check the server's certificate: they need an https:// URL")
-        }
-        let authorizer = try verify.install(into: &options)
+        let (options, authorizer) = try connectionOptions(for: target)
         let group = LoopGroup(count: 1)
         defer { group.shutdown() }
         let outcome = HelloFetch.run(loop: group.next(), target: target.endpoint, path: target.path, host: target.host,
@@ -102,11 +108,7 @@ struct HelloClientCommand: ParsableCommand {
                                                      command: "hello-client")
         }
         defer { triggers?.stop() }
-        var options = ConnectionOptions()
-        if !target.isTLS, try !verify.policy().isEmpty {
-            throw ValidationError("--verify-* rules check the server's certificate: they need an https:// URL")
-        }
-        let authorizer = try verify.install(into: &options)
+        let (options, authorizer) = try connectionOptions(for: target)
         let group = LoopGroup(count: 1)
         defer { group.shutdown() }
         var failures = 0
