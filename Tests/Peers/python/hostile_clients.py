@@ -56,8 +56,12 @@ def storm():
                 writer = threading.Thread(target=lambda: _ignore(lambda: tls.sendall(request * 50)))
                 writer.start()
                 _ignore(lambda: tls.recv(10))
-                _ignore(tls.close)
+                # End the connection under the writer's feet (FIN both ways), then close once it has
+                # stopped: closing an SSLSocket another thread is using crashes CPython's ssl module (the
+                # socket-level shutdown leaves the SSL object alone; SSLSocket.shutdown would drop it).
+                _ignore(lambda: socket.socket.shutdown(tls, socket.SHUT_RDWR))
                 writer.join()
+                _ignore(tls.close)
         except (ssl.SSLError, OSError):
             pass
     print(f"storm: {handshakes} of {count} handshakes completed")
