@@ -301,16 +301,7 @@ private let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { 
     guard let store else { return preverified }
     guard preverified == 1 else { return revocationVerdict(store) }
     guard X509_STORE_CTX_get_error_depth(store) == 0 else { return 1 }
-    guard let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
-          let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
-          let built = X509_STORE_CTX_get0_chain(store)
-    else { return 0 }
-    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
-    var chain: [[UInt8]] = []
-    for index in 0..<mtls_sk_X509_num(built) {
-        guard let certificate = mtls_sk_X509_value(built, index), let der = OpenSSLPEM.der(certificate) else { return 0 }
-        chain.append(der)
-    }
+    guard let (owner, chain) = sessionAndBuiltChain(store) else { return 0 }
     do throws(TLSError) {
         owner.verifiedIdentity = try PeerVerification.check(
             chainDER: chain, peerRole: owner.role == .server ? .client : .server,
@@ -331,16 +322,7 @@ private let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { 
 private func revocationVerdict(_ store: OpaquePointer) -> Int32 {
     let error = X509_STORE_CTX_get_error(store)
     if error == X509_V_ERR_UNABLE_TO_GET_CRL || error == X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER { return 1 }
-    guard OpenSSLErrors.isRevocationResult(Int(error)),
-          let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
-          let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
-          let built = X509_STORE_CTX_get0_chain(store)
-    else { return 0 }
-    let owner = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
-    var chain: [[UInt8]] = []
-    for index in 0..<mtls_sk_X509_num(built) {
-        if let certificate = mtls_sk_X509_value(built, index), let der = OpenSSLPEM.der(certificate) { chain.append(der) }
-    }
+    guard OpenSSLErrors.isRevocationResult(Int(error)), let (owner, chain) = sessionAndBuiltChain(store) else { return 0 }
     do throws(TLSError) {
         let path = try PeerIdentity.parsingCached(certificateChainDER: chain).certificateChainDER
         try owner.contextRevocation.check(path: path)
@@ -353,6 +335,21 @@ private func revocationVerdict(_ store: OpaquePointer) -> Int32 {
         owner.policyRefusal = error
     }
     return 0
+}
+
+/// Inside a verify callback: the session being verified (the SSL's app data, unretained: it owns the
+/// SSL) and the chain OpenSSL built so far, as DER, leaf first. Nil if either cannot be had.
+private func sessionAndBuiltChain(_ store: OpaquePointer) -> (OpenSSLSession, [[UInt8]])? {
+    guard let ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
+          let pointer = mtls_SSL_get_app_data(OpaquePointer(ssl)),
+          let built = X509_STORE_CTX_get0_chain(store)
+    else { return nil }
+    var chain: [[UInt8]] = []
+    for index in 0..<mtls_sk_X509_num(built) {
+        guard let certificate = mtls_sk_X509_value(built, index), let der = OpenSSLPEM.der(certificate) else { return nil }
+        chain.append(der)
+    }
+    return (Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue(), chain)
 }
 
 /// Server-side ALPN: the first of our protocols that the client also offers.

@@ -71,3 +71,17 @@ extension TLSError.Reason {
         return false
     }
 }
+
+/// Completes the handshake, then sends a line each way; pumping until quiet also delivers the
+/// TLS 1.3 tickets that follow the handshake.
+func handshakeAndExchangeLines(_ connection: InMemoryPair, _ context: String,
+                               sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try #require(connection.handshake(),
+                     "\(context): \(String(describing: connection.clientEvents.failure ?? connection.serverEvents.failure))",
+                     sourceLocation: sourceLocation)
+        try connection.client.writePlaintext(Array("ping".utf8))
+        try connection.server.writePlaintext(Array("pong".utf8))
+        connection.pump()
+        #expect(connection.serverEvents.plaintext == Array("ping".utf8), "\(context)", sourceLocation: sourceLocation)
+        #expect(connection.clientEvents.plaintext == Array("pong".utf8), "\(context)", sourceLocation: sourceLocation)
+}

@@ -69,14 +69,7 @@ struct ReconnectResumptionTests {
         let hello = connection.client.takeCiphertext()
         let ticket = try #require(OfferedTicket.in(clientHello: hello), "\(context): no ClientHello", sourceLocation: sourceLocation)
         connection.inject(hello, into: connection.server)
-        try #require(connection.handshake(),
-                     "\(context): \(String(describing: connection.clientEvents.failure ?? connection.serverEvents.failure))",
-                     sourceLocation: sourceLocation)
-        try connection.client.writePlaintext(Array("ping".utf8))
-        try connection.server.writePlaintext(Array("pong".utf8))
-        connection.pump()
-        #expect(connection.serverEvents.plaintext == Array("ping".utf8), "\(context)", sourceLocation: sourceLocation)
-        #expect(connection.clientEvents.plaintext == Array("pong".utf8), "\(context)", sourceLocation: sourceLocation)
+        try handshakeAndExchangeLines(connection, context, sourceLocation: sourceLocation)
         return (connection, ticket.bytes)
     }
 }

@@ -19,14 +19,7 @@ struct ResumptionTests {
         _ context: String, sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> InMemoryPair {
         let connection = InMemoryPair(client: try client.makeSession(serverName: serverName), server: try server.makeSession())
-        try #require(connection.handshake(),
-                     "\(context): \(String(describing: connection.clientEvents.failure ?? connection.serverEvents.failure))",
-                     sourceLocation: sourceLocation)
-        try connection.client.writePlaintext(Array("ping".utf8))
-        try connection.server.writePlaintext(Array("pong".utf8))
-        connection.pump()
-        #expect(connection.serverEvents.plaintext == Array("ping".utf8), "\(context)", sourceLocation: sourceLocation)
-        #expect(connection.clientEvents.plaintext == Array("pong".utf8), "\(context)", sourceLocation: sourceLocation)
+        try handshakeAndExchangeLines(connection, context, sourceLocation: sourceLocation)
         return connection
     }
 
