@@ -89,10 +89,13 @@ extension LoopSuite {
                 #expect(outcome.received == Array("hi".utf8) || outcome.error != nil)
             }
             server.shutdown()
+            // Not the freed port: a test running in parallel may have taken it already.
+            let closed = try ClosedPort()
             let refused = EchoClient(payload: [1])
-            TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: port), tls: nil) { refused }
+            TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: closed.port), tls: nil) { refused }
             guard waitFor(refused.done, "the refused connection") else { return }
             #expect(refused.outcome.current.error?.contains("connection refused") == true, "\(refused.outcome.current.error ?? "nil")")
+            withExtendedLifetime(closed) {}
         }
     }
 }
