@@ -48,6 +48,8 @@ public struct ConnectionOptions: Sendable {
     /// applications that forward or answer after the end of a request, such as a proxy. Off: the
     /// peer's end closes the connection, as it always did.
     public var allowsHalfClose = false
+    /// Hears of handshakes, refusals, open connections and application bytes (for metrics).
+    public var observer: (any ConnectionObserver)?
 
     public init() {}
 }
@@ -116,6 +118,8 @@ public final class Connection {
     private var writeShutdownRequested = false
     private var writeShutdownComplete = false
     private var peerEnded = false
+    /// The observer heard `connectionOpened`, so it must hear `connectionClosed`.
+    private var observedOpen = false
     let onClose: ((Connection) -> Void)?
 
     /// `acceptedSocket`: a TCP handle already initialised on `loop` and accepted (the server path
@@ -155,10 +159,19 @@ public final class Connection {
             drive()
         } else {
             state = .established
+            reportOpened()
             resetIdleTimer()
             handler?.connectionDidEstablish(self)
             performRequestedWriteShutdown()
         }
+    }
+
+    /// Tells the observer the connection is established (and, for TLS, how long the handshake took).
+    private func reportOpened() {
+        guard let observer = options.observer else { return }
+        if let handshakeDuration, session != nil { observer.handshakeSucceeded(duration: handshakeDuration) }
+        observedOpen = true
+        observer.connectionOpened()
     }
 
     private func peerName() -> String? {
@@ -333,6 +346,10 @@ public final class Connection {
         let handler = self.handler
         self.handler = nil
         handler?.connectionDidClose(self, error: closeError)
+        if let observer = options.observer {
+            // Every path out of a handshake ends here, so each one is counted exactly once.
+            if observedOpen { observer.connectionClosed() } else if session != nil { observer.handshakeFailed(closeError) }
+        }
         onClose?(self)
     }
 
@@ -450,6 +467,7 @@ public final class Connection {
                     state = .established
                     handshakeDuration = .milliseconds(Int64(loop.now - startedAt))
                     phaseTimer?.stop()
+                    reportOpened()
                     resetIdleTimer()
                     handler?.connectionDidEstablish(self)
                     performRequestedWriteShutdown()
@@ -478,6 +496,7 @@ public final class Connection {
 
     private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
         guard let handler, bytes.count > 0 else { return }
+        options.observer?.bytesReceived(bytes.count)
         resetIdleTimer()
         handler.connection(self, didReceive: bytes)
     }
@@ -509,8 +528,10 @@ public final class Connection {
         resetIdleTimer()
         if let session {
             do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
+            options.observer?.bytesSent(bytes.count)
             flushCiphertext()
         } else {
+            options.observer?.bytesSent(bytes.count)
             send(bytes)
         }
     }

@@ -114,6 +114,7 @@ public final class ReloadingContext: @unchecked Sendable {
     private var servedCredentials: ServedCredentials
     private var warnedAbout: Set<[UInt8]> = []
     private var observers: [@Sendable (ReloadEvent) -> Void] = []
+    private var lastEvent: ReloadEvent?
 
     /// Builds the first context; failing here is the caller's start-up error (nothing to keep serving).
     public init(backend: any TLSBackend, configuration: TLSConfiguration, logger: Logger) throws(TLSError) {
@@ -138,6 +139,9 @@ public final class ReloadingContext: @unchecked Sendable {
 
     public var served: ServedCredentials { lock.withLock { servedCredentials } }
 
+    /// The most recent reload attempt (nil until the first one), for a status page.
+    public var lastReload: ReloadEvent? { lock.withLock { lastEvent } }
+
     /// Calls `body` after every reload attempt (on the reloading thread; keep it short).
     public func observe(_ body: @escaping @Sendable (ReloadEvent) -> Void) {
         lock.withLock { observers.append(body) }
@@ -152,6 +156,7 @@ public final class ReloadingContext: @unchecked Sendable {
         }
         let event = ReloadEvent(trigger: trigger, outcome: outcome, finishedAt: Date(),
                                 duration: Date().timeIntervalSince(started))
+        lock.withLock { lastEvent = event }
         for observer in observers { observer(event) }
         return outcome
     }
