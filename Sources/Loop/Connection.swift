@@ -86,7 +86,7 @@ public final class Connection {
     public var peerIdentity: PeerIdentity? { session?.peerIdentity }
     public var negotiated: NegotiatedParameters? { session?.negotiated }
     public var isTLS: Bool { session != nil }
-    /// When the connection began (accept or connect), on the loop's clock, and how long the handshake took.
+    /// How long the handshake took, from the accept (or the connect).
     public private(set) var handshakeDuration: Duration?
     /// Free for the application: e.g. the server a connection belongs to.
     public var userInfo: AnyObject?
@@ -102,6 +102,8 @@ public final class Connection {
     private var phaseTimer: LoopTimer?
     /// The application's deadline (see `setDeadline`). Owned; cancelled in `closeNow`.
     private var deadlineTimer: LoopTimer?
+    /// uv_hrtime at init, in nanoseconds: the loop's cached clock counts whole milliseconds, too
+    /// coarse for a handshake histogram whose first buckets are below a millisecond.
     private var startedAt: UInt64 = 0
 
     /// Bytes handed to libuv and not yet confirmed written.
@@ -139,7 +141,7 @@ public final class Connection {
             uv_tcp_init(loop.loop, tcp)
         }
         tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        startedAt = loop.now
+        startedAt = uv_hrtime()
         loop.register(self)
     }
 
@@ -465,7 +467,7 @@ public final class Connection {
                         return
                     }
                     state = .established
-                    handshakeDuration = .milliseconds(Int64(loop.now - startedAt))
+                    handshakeDuration = .nanoseconds(Int64(uv_hrtime() - startedAt))
                     phaseTimer?.stop()
                     reportOpened()
                     resetIdleTimer()
