@@ -36,6 +36,13 @@ public struct ReloadEvent: Sendable {
     public let finishedAt: Date
     /// How long reading, building and checking took.
     public let duration: TimeInterval
+
+    /// A watch or timer that found nothing to do (the files unchanged, or as they were when the last
+    /// reload failed): not worth reporting as "the last reload", and it would hide a failure.
+    public var isIdleCheck: Bool {
+        if trigger.isAutomatic, case .unchanged = outcome { return true }
+        return false
+    }
 }
 
 /// What a context serves: our certificate, the trust roots it checks peers with, its CRLs.
@@ -139,7 +146,7 @@ public final class ReloadingContext: @unchecked Sendable {
 
     public var served: ServedCredentials { lock.withLock { servedCredentials } }
 
-    /// The most recent reload attempt (nil until the first one), for a status page.
+    /// The most recent reload (nil until the first one), idle checks aside, for a status page.
     public var lastReload: ReloadEvent? { lock.withLock { lastEvent } }
 
     /// Calls `body` after every reload attempt (on the reloading thread; keep it short).
@@ -156,7 +163,7 @@ public final class ReloadingContext: @unchecked Sendable {
         }
         let event = ReloadEvent(trigger: trigger, outcome: outcome, finishedAt: Date(),
                                 duration: Date().timeIntervalSince(started))
-        lock.withLock { lastEvent = event }
+        if !event.isIdleCheck { lock.withLock { lastEvent = event } }
         for observer in observers { observer(event) }
         return outcome
     }

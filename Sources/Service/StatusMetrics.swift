@@ -12,7 +12,8 @@ import TLSContract
 /// - `mtls_handshake_duration_seconds`: histogram, from accept to established;
 /// - `mtls_connections_open`: established connections open now;
 /// - `mtls_bytes_total{direction="in"|"out"}`: application bytes (plaintext for TLS);
-/// - `mtls_reloads_total{result="ok"|"unchanged"|<reason>}`;
+/// - `mtls_reloads_total{result="ok"|"unchanged"|<reason>}` (a watch or timer that found nothing to
+///   do is not a reload);
 /// - `mtls_certificate_expiry_timestamp_seconds{which="served"|"ca"}`: notAfter as Unix time (for
 ///   the CA, the earliest among the trust roots).
 ///
@@ -71,6 +72,7 @@ public final class ServerMetrics: ConnectionObserver, @unchecked Sendable {
     }
 
     func record(_ event: ReloadEvent) {
+        guard !event.isIdleCheck else { return }
         let result: String
         switch event.outcome {
         case .replaced(let served):

@@ -212,6 +212,29 @@ struct StatusEndpointTests {
         #expect(try server.get("/_status", method: "DELETE").status == 405)
     }
 
+    @Test("a failed reload is counted by its reason and shown by /_status, and later timer ticks on the same files do not hide it")
+    func failedReload() throws {
+        let pki = try PKIFixture()
+        let server = try StatusServer(["echo-server", "--pki", pki.path, "--backend", "gnutls", "--listen", "127.0.0.1:0",
+                                       "--loops", "1", "--no-watch", "--reload-interval", "0.2"])
+        defer { server.stop() }
+        let original = try ReloadCommandTests.serial(of: pki.file("server.pem"))
+        try ReloadCommandTests.replace(pki.file("server.pem"), Array("garbage\n".utf8))
+        let metrics = try server.metrics { $0.sum("mtls_reloads_total") >= 1 }
+        let failures = metrics.samples.filter { $0.name == "mtls_reloads_total" }
+        #expect(failures.count == 1 && failures[0].value == 1, "\(failures)")
+        #expect(failures.first?.labels["result"]?.hasPrefix("configuration_") == true, "\(failures)")
+
+        usleep(1_000_000)  // several more ticks, each finding the files as they were when the reload failed
+        let later = try server.metrics()
+        #expect(later.sum("mtls_reloads_total") == 1, "\(later.samples.filter { $0.name == "mtls_reloads_total" })")
+        let status = try server.status()
+        let reload = status["lastReload"] as? [String: Any]
+        #expect((reload?["result"] as? String)?.contains("server.pem") == true, "\(status)")
+        #expect(reload?["trigger"] as? String == "reload interval")
+        #expect((status["certificate"] as? [String: Any])?["serial"] as? String == original, "the previous credentials keep serving")
+    }
+
     @Test("proxy server: /_status probes the target (reachable or not); /metrics counts the forwarded client and the refused one")
     func proxyServer() throws {
         let pki = try PKIFixture()
