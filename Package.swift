@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries, found through pkg-config. Their headers also carry the small
@@ -63,9 +65,13 @@ let package = Package(
             dependencies: ["Loop", "TLSContract", .product(name: "Logging", package: "swift-log")]),
         // What every server and long-lived client shares: credentials that reload (files, SIGHUP,
         // an interval) into a context provider the Loop asks per connection; expiry warnings.
+        // Status and metrics too: counted through the swift-metrics API with a factory the app passes
+        // in (the Prometheus exporter is wired in Apps only).
         .target(
             name: "Service",
-            dependencies: ["Loop", "TLSContract", "TLSBackends", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Loop", "TLSContract", "TLSBackends", "HTTPHello",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics")]),
         .executableTarget(
             name: "Apps",
             dependencies: [
@@ -73,6 +79,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
 
         .target(name: "TestSupport", dependencies: ["TLSContract", "PKI"], path: "Tests/TestSupport"),

@@ -17,6 +17,7 @@ struct EchoServerCommand: ParsableCommand {
     @OptionGroup var limits: ServerLimitOptions
     @OptionGroup(title: "Client authorization (any one rule admits)") var peerPolicy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
+    @OptionGroup(title: "Status and metrics") var status: StatusOptions
 
     func validate() throws {
         try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
@@ -27,6 +28,7 @@ struct EchoServerCommand: ParsableCommand {
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port") }
         var provider: TLSContextProvider?
         var triggers: ReloadTriggers?
+        var reloading: ReloadingContext?
         if mode != .plain {
             guard let identity = credentials.identity(role: .server) else {
                 throw ValidationError("a TLS server needs a certificate: use --cert/--key, --p12 or --pki")
@@ -40,14 +42,17 @@ struct EchoServerCommand: ParsableCommand {
                 configuration.trustRoots = []
                 configuration.crls = []
             }
-            let (reloading, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
-                                                        command: "echo-server")
-            provider = reloading.provider
+            let (context, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                      command: "echo-server")
+            provider = context.provider
             triggers = started
+            reloading = context
         }
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
         limits.apply(to: &options)
+        let metrics = status.makeMetrics()
+        options.connection.observer = metrics?.server
         try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
         do {
@@ -59,8 +64,11 @@ struct EchoServerCommand: ParsableCommand {
             throw ExitCode(1)
         }
         printNow("listening on \(server.address) (\(mode.rawValue), backend \(credentials.backend))")
+        let statusServer = try status.start(metrics, status: ServerStatus(backend: credentials.selectedBackend, reloading: reloading),
+                                            group: group, logger: logger, command: "echo-server")
         ShutdownSignals.wait()
         triggers?.stop()
+        statusServer?.shutdown()
         server.shutdown(graceful: true)
         group.shutdown()
     }

@@ -57,6 +57,8 @@ struct HelloServerCommand: ParsableCommand {
 
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
+    @OptionGroup(title: "Status and metrics") var status: StatusOptions
+
     @Option(name: .customLong("request-timeout"),
             help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
     var requestTimeout: Double = 10
@@ -71,16 +73,20 @@ struct HelloServerCommand: ParsableCommand {
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port, e.g. 127.0.0.1:8443") }
         var provider: TLSContextProvider?
         var triggers: ReloadTriggers?
+        var reloading: ReloadingContext?
         if let configuration = try makeConfiguration() {
-            let (reloading, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
-                                                        command: "hello-server")
-            provider = reloading.provider
+            let (context, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
+                                                      command: "hello-server")
+            provider = context.provider
             triggers = started
+            reloading = context
         }
         let group = LoopGroup(count: loops)
         var options = TCPServer.Options()
         options.acceptStrategy = accept
         limits.apply(to: &options)
+        let metrics = status.makeMetrics()
+        options.connection.observer = metrics?.server
         let requestTimeout = Duration.seconds(requestTimeout)
         try peerPolicy.install(into: &options.connection, logger: logger)
         let server: TCPServer
@@ -96,8 +102,11 @@ struct HelloServerCommand: ParsableCommand {
         printNow("listening on \(server.address) (\(mode.rawValue), backend \(credentials.backend))")
         logger.info("hello-server ready", metadata: ["address": "\(server.address)", "mode": "\(mode.rawValue)",
                                                      "backend": "\(credentials.selectedBackend.libraryVersion)"])
+        let statusServer = try status.start(metrics, status: ServerStatus(backend: credentials.selectedBackend, reloading: reloading),
+                                            group: group, logger: logger, command: "hello-server")
         ShutdownSignals.wait()
         triggers?.stop()
+        statusServer?.shutdown()
         logger.info("shutting down: closing connections gracefully")
         server.shutdown(graceful: true)
         group.shutdown()

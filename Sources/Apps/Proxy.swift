@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Loop
 import Proxy
+import Service
 import TLSContract
 
 /// `mtls proxy server|client`: mTLS in front of a plain TCP service, and plain TCP turned into mTLS.
@@ -12,7 +13,8 @@ struct ProxyCommand: ParsableCommand {
         subcommands: [ProxyServerCommand.self, ProxyClientCommand.self])
 }
 
-/// The flags both directions share: where to listen and forward, and the limits.
+/// The flags both directions share: where to listen and forward. The limits are every server's
+/// (`ServerLimitOptions`).
 struct ProxyOptions: ParsableArguments {
     @Option(help: "Address to listen on (host:port; port 0 picks a free one).")
     var listen: String
@@ -23,15 +25,6 @@ struct ProxyOptions: ParsableArguments {
     @Option(help: "Event loops (threads); default one per core.")
     var loops: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .customLong("max-connections"), help: "Accepted connections open at once; more are closed at once.")
-    var maxConnections: Int?
-
-    @Option(name: .customLong("handshake-timeout"), help: "Seconds a TLS handshake may take.")
-    var handshakeTimeout: Double = 10
-
-    @Option(name: .customLong("idle-timeout"), help: "Seconds a connection may carry no data either way before it is closed (0: never).")
-    var idleTimeout: Double = 300
-
     @Option(name: .customLong("connect-timeout"), help: "Seconds a connection to the target may take.")
     var connectTimeout: Double = 10
 
@@ -41,11 +34,8 @@ struct ProxyOptions: ParsableArguments {
 
     func validate() throws {
         guard loops >= 1 else { throw ValidationError("--loops takes 1 or more") }
-        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections takes 1 or more") }
-        for (name, value) in [("--handshake-timeout", handshakeTimeout), ("--connect-timeout", connectTimeout)] where value <= 0 {
-            throw ValidationError("\(name) takes a number of seconds above 0")
-        }
-        guard idleTimeout >= 0, drainTimeout >= 0 else { throw ValidationError("timeouts take a number of seconds, 0 or more") }
+        guard connectTimeout > 0 else { throw ValidationError("--connect-timeout takes a number of seconds above 0") }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout takes a number of seconds, 0 or more") }
         _ = try listenAddress()
         _ = try targetAddress()
     }
@@ -64,22 +54,25 @@ struct ProxyOptions: ParsableArguments {
     }
 
     /// The limits of every connection, accepted or opened towards the target.
-    var connectionOptions: ConnectionOptions {
-        var options = ConnectionOptions()
-        options.handshakeTimeout = .seconds(handshakeTimeout)
-        options.connectTimeout = .seconds(connectTimeout)
-        options.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
-        return options
+    func connectionOptions(_ limits: ServerLimitOptions) -> ConnectionOptions {
+        var options = TCPServer.Options()
+        limits.apply(to: &options)
+        options.connection.connectTimeout = .seconds(connectTimeout)
+        return options.connection
     }
 
-    /// Listens, forwards until SIGTERM or SIGINT, then drains within `--drain-timeout`.
+    /// Listens, forwards until SIGTERM or SIGINT, then drains within `--drain-timeout`. With
+    /// `status` (the server direction), `--status` serves its status and metrics meanwhile.
     func serve(_ mode: String, tls: TLSContextProvider?, authorize: (@Sendable (PeerIdentity?) -> Bool)?, target: ProxyTarget,
+               limits: ServerLimitOptions, status: (options: StatusOptions, report: ServerStatus)? = nil,
                backend: String, logger: Logger, onShutdown: () -> Void = {}) throws {
         let listenAddress = try listenAddress()
         var options = TCPServer.Options()
-        options.maxConnections = maxConnections
-        options.connection = connectionOptions
+        limits.apply(to: &options)
+        options.connection.connectTimeout = .seconds(connectTimeout)
         options.connection.authorize = authorize
+        let metrics = status?.options.makeMetrics()
+        options.connection.observer = metrics?.server
         let group = LoopGroup(count: loops)
         let listener: ProxyListener
         do {
@@ -92,8 +85,12 @@ struct ProxyOptions: ParsableArguments {
         // The port line comes first and alone on stdout, so scripts can read the port picked for 0.
         printNow("listening on \(listener.address) (proxy \(mode) to \(target.address), backend \(backend))")
         logger.info("proxy \(mode) ready", metadata: ["listen": "\(listener.address)", "target": "\(target.address)"])
+        let statusServer = try status.flatMap {
+            try $0.options.start(metrics, status: $0.report, group: group, logger: logger, command: "proxy \(mode)")
+        }
         ShutdownSignals.wait()
         onShutdown()
+        statusServer?.shutdown()
         logger.info("draining: no new connections; open ones have \(drainTimeout) s to finish")
         let unfinished = listener.shutdown(drainTimeout: .seconds(drainTimeout))
         if unfinished > 0 { logger.notice("closed \(unfinished) connection(s) still open after the drain") }
@@ -113,13 +110,15 @@ struct ProxyServerCommand: ParsableCommand {
 
     @OptionGroup var credentials: CredentialOptions
     @OptionGroup var proxy: ProxyOptions
+    @OptionGroup var limits: ServerLimitOptions
 
     @OptionGroup var policy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
+    @OptionGroup(title: "Status and metrics") var status: StatusOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
-        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions)
+        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions(limits))
         guard let identity = credentials.identity(role: .server) else {
             throw ValidationError("the proxy server needs a certificate: use --cert/--key, --p12 or --pki")
         }
@@ -135,8 +134,9 @@ struct ProxyServerCommand: ParsableCommand {
                                                      command: "proxy server")
         var authorization = ConnectionOptions()
         try policy.install(into: &authorization, logger: logger)
-        try proxy.serve("server", tls: reloading.provider, authorize: authorization.authorize, target: target,
-                        backend: credentials.backend, logger: logger, onShutdown: { triggers.stop() })
+        let report = ServerStatus(backend: credentials.selectedBackend, reloading: reloading, target: target.address)
+        try proxy.serve("server", tls: reloading.provider, authorize: authorization.authorize, target: target, limits: limits,
+                        status: (status, report), backend: credentials.backend, logger: logger, onShutdown: { triggers.stop() })
     }
 }
 
@@ -152,6 +152,7 @@ struct ProxyClientCommand: ParsableCommand {
 
     @OptionGroup var credentials: CredentialOptions
     @OptionGroup var proxy: ProxyOptions
+    @OptionGroup var limits: ServerLimitOptions
 
     @Option(name: .customLong("server-name"),
             help: "The name (DNS name or IP literal) the target's certificate must carry (default: the target's host).")
@@ -193,10 +194,11 @@ struct ProxyClientCommand: ParsableCommand {
             printError("mtls proxy client: \(error.summary)")
             throw ExitCode(1)
         }
-        var connection = proxy.connectionOptions
+        var connection = proxy.connectionOptions(limits)
         try verify.install(into: &connection)
         let target = ProxyTarget(address: targetAddress, tls: context, serverName: name, connection: connection)
-        try proxy.serve("client", tls: nil, authorize: nil, target: target, backend: credentials.backend, logger: logger)
+        try proxy.serve("client", tls: nil, authorize: nil, target: target, limits: limits, backend: credentials.backend,
+                        logger: logger)
     }
 }
 

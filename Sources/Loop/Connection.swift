@@ -48,6 +48,8 @@ public struct ConnectionOptions: Sendable {
     /// applications that forward or answer after the end of a request, such as a proxy. Off: the
     /// peer's end closes the connection, as it always did.
     public var allowsHalfClose = false
+    /// Hears of handshakes, refusals, open connections and application bytes (for metrics).
+    public var observer: (any ConnectionObserver)?
 
     public init() {}
 }
@@ -84,7 +86,7 @@ public final class Connection {
     public var peerIdentity: PeerIdentity? { session?.peerIdentity }
     public var negotiated: NegotiatedParameters? { session?.negotiated }
     public var isTLS: Bool { session != nil }
-    /// When the connection began (accept or connect), on the loop's clock, and how long the handshake took.
+    /// How long the handshake took, from the accept (or the connect).
     public private(set) var handshakeDuration: Duration?
     /// Free for the application: e.g. the server a connection belongs to.
     public var userInfo: AnyObject?
@@ -100,6 +102,8 @@ public final class Connection {
     private var phaseTimer: LoopTimer?
     /// The application's deadline (see `setDeadline`). Owned; cancelled in `closeNow`.
     private var deadlineTimer: LoopTimer?
+    /// uv_hrtime at init, in nanoseconds: the loop's cached clock counts whole milliseconds, too
+    /// coarse for a handshake histogram whose first buckets are below a millisecond.
     private var startedAt: UInt64 = 0
 
     /// Bytes handed to libuv and not yet confirmed written.
@@ -116,6 +120,8 @@ public final class Connection {
     private var writeShutdownRequested = false
     private var writeShutdownComplete = false
     private var peerEnded = false
+    /// The observer heard `connectionOpened`, so it must hear `connectionClosed`.
+    private var observedOpen = false
     let onClose: ((Connection) -> Void)?
 
     /// `acceptedSocket`: a TCP handle already initialised on `loop` and accepted (the server path
@@ -135,7 +141,7 @@ public final class Connection {
             uv_tcp_init(loop.loop, tcp)
         }
         tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        startedAt = loop.now
+        startedAt = uv_hrtime()
         loop.register(self)
     }
 
@@ -155,10 +161,19 @@ public final class Connection {
             drive()
         } else {
             state = .established
+            reportOpened()
             resetIdleTimer()
             handler?.connectionDidEstablish(self)
             performRequestedWriteShutdown()
         }
+    }
+
+    /// Tells the observer the connection is established (and, for TLS, how long the handshake took).
+    private func reportOpened() {
+        guard let observer = options.observer else { return }
+        if let handshakeDuration, session != nil { observer.handshakeSucceeded(duration: handshakeDuration) }
+        observedOpen = true
+        observer.connectionOpened()
     }
 
     private func peerName() -> String? {
@@ -333,6 +348,10 @@ public final class Connection {
         let handler = self.handler
         self.handler = nil
         handler?.connectionDidClose(self, error: closeError)
+        if let observer = options.observer {
+            // Every path out of a handshake ends here, so each one is counted exactly once.
+            if observedOpen { observer.connectionClosed() } else if session != nil { observer.handshakeFailed(closeError) }
+        }
         onClose?(self)
     }
 
@@ -448,8 +467,9 @@ public final class Connection {
                         return
                     }
                     state = .established
-                    handshakeDuration = .milliseconds(Int64(loop.now - startedAt))
+                    handshakeDuration = .nanoseconds(Int64(uv_hrtime() - startedAt))
                     phaseTimer?.stop()
+                    reportOpened()
                     resetIdleTimer()
                     handler?.connectionDidEstablish(self)
                     performRequestedWriteShutdown()
@@ -478,6 +498,7 @@ public final class Connection {
 
     private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
         guard let handler, bytes.count > 0 else { return }
+        options.observer?.bytesReceived(bytes.count)
         resetIdleTimer()
         handler.connection(self, didReceive: bytes)
     }
@@ -509,8 +530,10 @@ public final class Connection {
         resetIdleTimer()
         if let session {
             do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
+            options.observer?.bytesSent(bytes.count)
             flushCiphertext()
         } else {
+            options.observer?.bytesSent(bytes.count)
             send(bytes)
         }
     }

@@ -36,6 +36,13 @@ public struct ReloadEvent: Sendable {
     public let finishedAt: Date
     /// How long reading, building and checking took.
     public let duration: TimeInterval
+
+    /// A watch or timer that found nothing to do (the files unchanged, or as they were when the last
+    /// reload failed): not worth reporting as "the last reload", and it would hide a failure.
+    public var isIdleCheck: Bool {
+        if trigger.isAutomatic, case .unchanged = outcome { return true }
+        return false
+    }
 }
 
 /// What a context serves: our certificate, the trust roots it checks peers with, its CRLs.
@@ -114,6 +121,7 @@ public final class ReloadingContext: @unchecked Sendable {
     private var servedCredentials: ServedCredentials
     private var warnedAbout: Set<[UInt8]> = []
     private var observers: [@Sendable (ReloadEvent) -> Void] = []
+    private var lastEvent: ReloadEvent?
 
     /// Builds the first context; failing here is the caller's start-up error (nothing to keep serving).
     public init(backend: any TLSBackend, configuration: TLSConfiguration, logger: Logger) throws(TLSError) {
@@ -138,6 +146,9 @@ public final class ReloadingContext: @unchecked Sendable {
 
     public var served: ServedCredentials { lock.withLock { servedCredentials } }
 
+    /// The most recent reload (nil until the first one), idle checks aside, for a status page.
+    public var lastReload: ReloadEvent? { lock.withLock { lastEvent } }
+
     /// Calls `body` after every reload attempt (on the reloading thread; keep it short).
     public func observe(_ body: @escaping @Sendable (ReloadEvent) -> Void) {
         lock.withLock { observers.append(body) }
@@ -152,6 +163,7 @@ public final class ReloadingContext: @unchecked Sendable {
         }
         let event = ReloadEvent(trigger: trigger, outcome: outcome, finishedAt: Date(),
                                 duration: Date().timeIntervalSince(started))
+        if !event.isIdleCheck { lock.withLock { lastEvent = event } }
         for observer in observers { observer(event) }
         return outcome
     }
