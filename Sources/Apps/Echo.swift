@@ -17,6 +17,7 @@ struct EchoServerCommand: ParsableCommand {
     @OptionGroup var limits: ServerLimitOptions
     @OptionGroup(title: "Client authorization (any one rule admits)") var peerPolicy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
         try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
@@ -36,6 +37,7 @@ struct EchoServerCommand: ParsableCommand {
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
             configuration.crls = credentials.crls
+            configuration.keyLog = try keyLog.open(logger: logger, command: "echo-server")
             if mode == .tls {
                 configuration.trustRoots = []
                 configuration.crls = []
@@ -102,6 +104,7 @@ struct EchoClientCommand: ParsableCommand {
     var readTimeout: Double = 30
     @OptionGroup(title: "Server authorization (any one rule admits; checked before any byte is sent)")
     var verify: PeerVerifyOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
         if plain, try !verify.policy().isEmpty {
@@ -125,6 +128,7 @@ struct EchoClientCommand: ParsableCommand {
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
             configuration.crls = credentials.crls
+            configuration.keyLog = try keyLog.open(logger: credentials.makeLogger("mtls.echo-client"), command: "echo-client")
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-client: \(error.summary)")
                 throw ExitCode(1)

@@ -57,6 +57,8 @@ struct HelloServerCommand: ParsableCommand {
 
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
+    @OptionGroup var keyLog: KeyLogOptions
+
     @Option(name: .customLong("request-timeout"),
             help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
     var requestTimeout: Double = 10
@@ -71,7 +73,8 @@ struct HelloServerCommand: ParsableCommand {
         guard let target = HostAndPort(listen) else { throw ValidationError("--listen takes host:port, e.g. 127.0.0.1:8443") }
         var provider: TLSContextProvider?
         var triggers: ReloadTriggers?
-        if let configuration = try makeConfiguration() {
+        if var configuration = try makeConfiguration() {
+            configuration.keyLog = try keyLog.open(logger: logger, command: "hello-server")
             let (reloading, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
                                                         command: "hello-server")
             provider = reloading.provider

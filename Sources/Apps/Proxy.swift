@@ -39,6 +39,11 @@ struct ProxyOptions: ParsableArguments {
             help: "On SIGTERM or SIGINT, seconds open connections may take to finish before they are closed.")
     var drainTimeout: Double = 20
 
+    /// For deployment checks (deploy/ and its test): parse every flag, load the credentials from the
+    /// given paths, then exit 0 instead of listening.
+    @Flag(name: .customLong("check-config"), help: .hidden)
+    var checkConfig = false
+
     func validate() throws {
         guard loops >= 1 else { throw ValidationError("--loops takes 1 or more") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections takes 1 or more") }
@@ -76,6 +81,11 @@ struct ProxyOptions: ParsableArguments {
     func serve(_ mode: String, tls: TLSContextProvider?, authorize: (@Sendable (PeerIdentity?) -> Bool)?, target: ProxyTarget,
                backend: String, logger: Logger, onShutdown: () -> Void = {}) throws {
         let listenAddress = try listenAddress()
+        if checkConfig {
+            printNow("configuration ok: proxy \(mode) would listen on \(listenAddress) and forward to \(target.address)")
+            onShutdown()
+            return
+        }
         var options = TCPServer.Options()
         options.maxConnections = maxConnections
         options.connection = connectionOptions
@@ -116,6 +126,7 @@ struct ProxyServerCommand: ParsableCommand {
 
     @OptionGroup var policy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
@@ -130,6 +141,7 @@ struct ProxyServerCommand: ParsableCommand {
                                              clientAuthentication: .require, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
         configuration.crls = credentials.crls
+        configuration.keyLog = try keyLog.open(logger: logger, command: "proxy server")
         // Built from the files now, and rebuilt on SIGHUP, a file change or --reload-interval.
         let (reloading, triggers) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
                                                      command: "proxy server")
@@ -161,6 +173,7 @@ struct ProxyClientCommand: ParsableCommand {
     var unsafeListen = false
 
     @OptionGroup var verify: PeerVerifyOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
         guard !unsafeListen else { return }
@@ -188,6 +201,7 @@ struct ProxyClientCommand: ParsableCommand {
                                              serverName: name, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
         configuration.crls = credentials.crls
+        configuration.keyLog = try keyLog.open(logger: logger, command: "proxy client")
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
             printError("mtls proxy client: \(error.summary)")
