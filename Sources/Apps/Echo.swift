@@ -21,6 +21,7 @@ struct EchoServerCommand: ParsableCommand {
 
     func validate() throws {
         try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
+        try keyLog.checkUsed(withTLS: mode != .plain)
     }
 
     func run() throws {
@@ -107,6 +108,7 @@ struct EchoClientCommand: ParsableCommand {
     @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
+        try keyLog.checkUsed(withTLS: !plain)
         if plain, try !verify.policy().isEmpty {
             throw ValidationError("--verify-* rules check the server's certificate: they cannot apply with --plain")
         }

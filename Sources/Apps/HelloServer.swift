@@ -65,6 +65,7 @@ struct HelloServerCommand: ParsableCommand {
 
     func validate() throws {
         if !removedAllow.isEmpty { throw ValidationError(RemovedAllowFlag.message(for: removedAllow)) }
+        try keyLog.checkUsed(withTLS: mode != .plain)
         try peerPolicy.checkClientCertificatesRequested(clientAuth ?? (mode == .mtls ? .require : .none), plain: mode == .plain)
     }
 

@@ -10,6 +10,11 @@ struct KeyLogOptions: ParsableArguments {
         valueName: "file"))
     var path: String?
 
+    /// A server in plain mode or a --plain client has no TLS secrets to log: say so rather than ignore the flag.
+    func checkUsed(withTLS usesTLS: Bool) throws {
+        if path != nil && !usesTLS { throw ValidationError("--keylog records TLS secrets: it has no effect without TLS") }
+    }
+
     /// Opens the key log (nil when none was asked for) and warns that it is on, once, at start.
     /// A file that cannot be opened stops the command before it listens or connects.
     func open(logger: Logger, command: String) throws -> TLSKeyLog? {

@@ -71,6 +71,16 @@ struct KeyLogCommandTests {
         #expect(!result.output.contains("listening on"))
     }
 
+    @Test("--keylog without TLS is a usage error, not silently ignored",
+          arguments: [["echo-server", "--mode", "plain"], ["hello-server", "--mode", "plain"], ["echo-client", "--plain"]])
+    func keyLogWithoutTLS(arguments: [String]) throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.file("keylog")
+        let result = try runBounded(try mtlsExecutable(), arguments + ["--keylog", path], input: "", timeout: 30)
+        #expect(result.status == 64 && result.output.contains("--keylog records TLS secrets"), "\(result.output)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
     /// Both files hold one connection's entries: the same client random, the same secrets for every
     /// label OpenSSL logs (TLS 1.2: CLIENT_RANDOM; TLS 1.3: the four traffic secrets and EXPORTER_SECRET).
     private func expectSameSecrets(ours oursPath: String, theirs theirsPath: String, version: String, context: String,
