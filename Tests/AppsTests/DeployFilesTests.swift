@@ -21,7 +21,7 @@ struct DeployFilesTests {
         for command in commands {
             let arguments = command.substitutingCredentials(pki) + ["--check-config"]
             let result = try runBounded(try mtlsExecutable(), arguments, timeout: 60)
-            #expect(result.status == 0 && result.output.contains("configuration ok"),
+            #expect(result.status == 0 && result.output.contains("configuration ok") && !result.output.contains("listening on"),
                     "\(command.file): mtls \(arguments.joined(separator: " ")) → \(result.status): \(result.output)")
         }
     }
