@@ -18,9 +18,11 @@ struct EchoServerCommand: ParsableCommand {
     @OptionGroup(title: "Client authorization (any one rule admits)") var peerPolicy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
     @OptionGroup(title: "Status and metrics") var status: StatusOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
         try peerPolicy.checkClientCertificatesRequested(mode == .mtls ? .require : .none, plain: mode == .plain)
+        try keyLog.checkUsed(withTLS: mode != .plain)
     }
 
     func run() throws {
@@ -38,6 +40,7 @@ struct EchoServerCommand: ParsableCommand {
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
             configuration.crls = credentials.crls
+            configuration.keyLog = try keyLog.open(logger: logger, command: "echo-server")
             if mode == .tls {
                 configuration.trustRoots = []
                 configuration.crls = []
@@ -110,8 +113,10 @@ struct EchoClientCommand: ParsableCommand {
     var readTimeout: Double = 30
     @OptionGroup(title: "Server authorization (any one rule admits; checked before any byte is sent)")
     var verify: PeerVerifyOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
+        try keyLog.checkUsed(withTLS: !plain)
         if plain, try !verify.policy().isEmpty {
             throw ValidationError("--verify-* rules check the server's certificate: they cannot apply with --plain")
         }
@@ -133,6 +138,7 @@ struct EchoClientCommand: ParsableCommand {
                                                  minimumVersion: credentials.minimumVersion,
                                                  maximumVersion: credentials.maximumVersion)
             configuration.crls = credentials.crls
+            configuration.keyLog = try keyLog.open(logger: credentials.makeLogger("mtls.echo-client"), command: "echo-client")
             do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
                 printError("mtls echo-client: \(error.summary)")
                 throw ExitCode(1)

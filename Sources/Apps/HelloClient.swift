@@ -32,6 +32,8 @@ struct HelloClientCommand: ParsableCommand {
 
     @OptionGroup(title: "Reloading credentials (with --interval)") var reload: ReloadOptions
 
+    @OptionGroup var keyLog: KeyLogOptions
+
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         if let interval, !(interval >= 0) { throw ValidationError("--interval takes a number of seconds, 0 or more") }
@@ -55,6 +57,9 @@ struct HelloClientCommand: ParsableCommand {
                                              minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
         configuration.crls = credentials.crls
+        if target.isTLS {
+            configuration.keyLog = try keyLog.open(logger: credentials.makeLogger("mtls.hello-client"), command: "hello-client")
+        }
         if let interval {
             try runRepeatedly(target: target, configuration: configuration, interval: interval)
             return

@@ -58,6 +58,7 @@ struct HelloServerCommand: ParsableCommand {
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
     @OptionGroup(title: "Status and metrics") var status: StatusOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     @Option(name: .customLong("request-timeout"),
             help: "Seconds a client has to send a whole request head once it starts one (and for the first, from the handshake on).")
@@ -65,6 +66,7 @@ struct HelloServerCommand: ParsableCommand {
 
     func validate() throws {
         if !removedAllow.isEmpty { throw ValidationError(RemovedAllowFlag.message(for: removedAllow)) }
+        try keyLog.checkUsed(withTLS: mode != .plain)
         try peerPolicy.checkClientCertificatesRequested(clientAuth ?? (mode == .mtls ? .require : .none), plain: mode == .plain)
     }
 
@@ -74,7 +76,8 @@ struct HelloServerCommand: ParsableCommand {
         var provider: TLSContextProvider?
         var triggers: ReloadTriggers?
         var reloading: ReloadingContext?
-        if let configuration = try makeConfiguration() {
+        if var configuration = try makeConfiguration() {
+            configuration.keyLog = try keyLog.open(logger: logger, command: "hello-server")
             let (context, started) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
                                                       command: "hello-server")
             provider = context.provider

@@ -32,6 +32,11 @@ struct ProxyOptions: ParsableArguments {
             help: "On SIGTERM or SIGINT, seconds open connections may take to finish before they are closed.")
     var drainTimeout: Double = 20
 
+    /// For deployment checks (deploy/ and its test): parse every flag, load the credentials from the
+    /// given paths, then exit 0 instead of listening.
+    @Flag(name: .customLong("check-config"), help: .hidden)
+    var checkConfig = false
+
     func validate() throws {
         guard loops >= 1 else { throw ValidationError("--loops takes 1 or more") }
         guard connectTimeout > 0 else { throw ValidationError("--connect-timeout takes a number of seconds above 0") }
@@ -67,6 +72,11 @@ struct ProxyOptions: ParsableArguments {
                limits: ServerLimitOptions, status: (options: StatusOptions, report: ServerStatus)? = nil,
                backend: String, logger: Logger, onShutdown: () -> Void = {}) throws {
         let listenAddress = try listenAddress()
+        if checkConfig {
+            printNow("configuration ok: proxy \(mode) would listen on \(listenAddress) and forward to \(target.address)")
+            onShutdown()
+            return
+        }
         var options = TCPServer.Options()
         limits.apply(to: &options)
         options.connection.connectTimeout = .seconds(connectTimeout)
@@ -115,6 +125,7 @@ struct ProxyServerCommand: ParsableCommand {
     @OptionGroup var policy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
     @OptionGroup(title: "Status and metrics") var status: StatusOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
@@ -129,6 +140,7 @@ struct ProxyServerCommand: ParsableCommand {
                                              clientAuthentication: .require, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
         configuration.crls = credentials.crls
+        configuration.keyLog = try keyLog.open(logger: logger, command: "proxy server")
         // Built from the files now, and rebuilt on SIGHUP, a file change or --reload-interval.
         let (reloading, triggers) = try reload.start(configuration, backend: credentials.selectedBackend, logger: logger,
                                                      command: "proxy server")
@@ -162,6 +174,7 @@ struct ProxyClientCommand: ParsableCommand {
     var unsafeListen = false
 
     @OptionGroup var verify: PeerVerifyOptions
+    @OptionGroup var keyLog: KeyLogOptions
 
     func validate() throws {
         guard !unsafeListen else { return }
@@ -189,6 +202,7 @@ struct ProxyClientCommand: ParsableCommand {
                                              serverName: name, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
         configuration.crls = credentials.crls
+        configuration.keyLog = try keyLog.open(logger: logger, command: "proxy client")
         let context: any TLSContext
         do { context = try credentials.selectedBackend.makeContext(configuration) } catch {
             printError("mtls proxy client: \(error.summary)")

@@ -157,6 +157,7 @@ public final class GnuTLSSession: TLSSession {
         if verifies {
             gnutls_session_set_verify_function(session, verifyPeer)
         }
+        if configuration.keyLog != nil { gnutls_session_set_keylog_function(session, keyLogSecret) }
 
         // Unretained: the session object owns the gnutls session, not the other way round, so there is
         // no cycle. GnuTLS calls back only from inside calls this object makes, and never after deinit.
@@ -177,6 +178,8 @@ public final class GnuTLSSession: TLSSession {
     var contextIdentity: ClientIdentity? { context.clientIdentity }
     /// The context's CRLs, for `verifyPeer` and resumed handshakes.
     var contextRevocation: RevocationList { context.revocation }
+    /// The context's key log (`--keylog`), for `keyLogSecret`.
+    var contextKeyLog: TLSKeyLog? { context.configuration.keyLog }
 
     private static func ownedBytes(_ bytes: [UInt8]) -> UnsafeMutableBufferPointer<UInt8> {
         let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, bytes.count))
@@ -740,4 +743,22 @@ private func gnutlsPullTimeout(_ pointer: gnutls_transport_ptr_t?, _ millisecond
     let owner = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue()
     // Never waits: "timed out" (0) when empty makes GnuTLS return E_AGAIN to us.
     return owner.inbound.isEmpty && !owner.inboundEnded ? 0 : 1
+}
+
+/// `--keylog`: GnuTLS hands over each secret with its NSS label as it derives it (CLIENT_RANDOM with
+/// the master secret in TLS 1.2; the handshake, traffic and exporter secrets in TLS 1.3). A key log
+/// line names the connection by the client random, which GnuTLS knows by then. The secret goes to the
+/// key log only.
+private func keyLogSecret(_ session: gnutls_session_t?, _ label: UnsafePointer<CChar>?,
+                          _ secret: UnsafePointer<gnutls_datum_t>?) -> Int32 {
+    guard let session, let label, let secret, let pointer = gnutls_session_get_ptr(session),
+          let keyLog = Unmanaged<GnuTLSSession>.fromOpaque(pointer).takeUnretainedValue().contextKeyLog
+    else { return 0 }
+    var clientRandom = gnutls_datum_t()
+    var serverRandom = gnutls_datum_t()
+    gnutls_session_get_random(session, &clientRandom, &serverRandom)
+    keyLog.append(label: String(cString: label),
+                  clientRandom: UnsafeRawBufferPointer(start: clientRandom.data, count: Int(clientRandom.size)),
+                  secret: UnsafeRawBufferPointer(start: secret.pointee.data, count: Int(secret.pointee.size)))
+    return 0
 }

@@ -79,6 +79,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         configureVerification()
         try loadRevocationLists()
         try configureResumption()
+        if configuration.keyLog != nil { SSL_CTX_set_keylog_callback(ctx, keyLogLine) }
         if configuration.role == .server {
             SSL_CTX_set_msg_callback(ctx, renegotiationWatch)
             if alpnWire.count > 0 {
@@ -381,6 +382,14 @@ private let renegotiationWatch: @convention(c) (
           let session = mtls_SSL_get_app_data(ssl)
     else { return }
     Unmanaged<OpenSSLSession>.fromOpaque(session).takeUnretainedValue().peerAttemptedRenegotiation = true
+}
+
+/// `--keylog`: OpenSSL formats each NSS key log line itself (CLIENT_RANDOM in TLS 1.2, the traffic
+/// and exporter secrets in TLS 1.3); the context's key log appends it. The line holds a secret, so it
+/// goes nowhere else.
+private let keyLogLine: @convention(c) (OpaquePointer?, UnsafePointer<CChar>?) -> Void = { ssl, line in
+    guard let ssl, let line, let pointer = mtls_SSL_get_app_data(ssl) else { return }
+    Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue().context.configuration.keyLog?.append(line: line)
 }
 
 /// One client session that can be resumed, as cached by a client context. Owns the only reference

@@ -71,6 +71,10 @@ public struct TLSConfiguration: Sendable {
     /// A resumed handshake reports `NegotiatedParameters.resumed` and the same `peerIdentity` on both
     /// sides as the full handshake that issued the ticket.
     public var sessionTicketsEnabled: Bool
+    /// Off (nil) by default. When set, every session of a context built from this configuration
+    /// appends its secrets to this NSS key log, so a capture of its traffic can be decrypted
+    /// (Wireshark, tshark). A debugging aid that defeats the encryption for whoever reads the file.
+    public var keyLog: TLSKeyLog?
 
     public init(
         role: Role,
