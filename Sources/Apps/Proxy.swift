@@ -114,12 +114,21 @@ struct ProxyServerCommand: ParsableCommand {
     @OptionGroup var credentials: CredentialOptions
     @OptionGroup var proxy: ProxyOptions
 
+    @Option(name: .customLong("proxy-protocol"),
+            help: ArgumentHelp("""
+                Send a PROXY protocol header first on each target connection: the client's address and the \
+                identity the proxy verified (CN, URI and DNS SANs, SPKI SHA-256, TLS version and cipher) in TLVs. \
+                Only for targets that expect it.
+                """, valueName: "v2"))
+    var proxyProtocol: ProxyProtocolVersion?
+
     @OptionGroup var policy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
-        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions)
+        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions,
+                                 proxyProtocol: proxyProtocol)
         guard let identity = credentials.identity(role: .server) else {
             throw ValidationError("the proxy server needs a certificate: use --cert/--key, --p12 or --pki")
         }
@@ -199,6 +208,8 @@ struct ProxyClientCommand: ParsableCommand {
         try proxy.serve("client", tls: nil, authorize: nil, target: target, backend: credentials.backend, logger: logger)
     }
 }
+
+extension ProxyProtocolVersion: ExpressibleByArgument {}
 
 extension SocketAddress {
     /// 127.0.0.0/8, ::1, or an IPv4-mapped loopback address.

@@ -161,13 +161,23 @@ public final class Connection {
         }
     }
 
-    private func peerName() -> String? {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let status = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &length) }
+    private func peerName() -> String? { socketAddresses?.peer.description }
+
+    /// Both ends of the socket while it is open (nil once closed, or if the kernel cannot say): e.g.
+    /// for a PROXY protocol header naming the client and the address it reached.
+    public var socketAddresses: (local: SocketAddress, peer: SocketAddress)? {
+        guard state != .closed else { return nil }
+        func name(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
+            var storage = sockaddr_storage()
+            var length = Int32(MemoryLayout<sockaddr_storage>.size)
+            let status = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+            }
+            return status == 0 ? SocketAddress(storage: storage) : nil
         }
-        return status == 0 ? SocketAddress(storage: storage).description : nil
+        guard let local = name({ uv_tcp_getsockname(tcp, $0, $1) }),
+              let peer = name({ uv_tcp_getpeername(tcp, $0, $1) }) else { return nil }
+        return (local, peer)
     }
 
     /// Sends close_notify (TLS), flushes, shuts the socket down and closes it, within `closeTimeout`.

@@ -11,12 +11,20 @@ public struct ProxyTarget: Sendable {
     /// Timeouts for the target connection (connect, handshake, idle, close). The pump turns on
     /// half-close and per-direction backpressure itself (see `ProxyPump.forwardingOptions`).
     public var connection: ConnectionOptions
+    /// A PROXY protocol header sent first on each target connection, naming the client; nil: none.
+    public var proxyProtocol: ProxyProtocolVersion?
 
     public init(address: HostAndPort, tls: (any TLSContext)? = nil, serverName: String? = nil,
-                connection: ConnectionOptions = ConnectionOptions()) {
+                connection: ConnectionOptions = ConnectionOptions(), proxyProtocol: ProxyProtocolVersion? = nil) {
         self.address = address
         self.tls = tls
         self.serverName = serverName
         self.connection = connection
+        self.proxyProtocol = proxyProtocol
     }
+}
+
+/// The PROXY protocol versions a proxy server can send (see `ProxyProtocolHeader`).
+public enum ProxyProtocolVersion: String, Sendable, CaseIterable {
+    case v2
 }

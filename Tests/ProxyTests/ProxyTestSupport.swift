@@ -157,7 +157,7 @@ final class ProxyChain: @unchecked Sendable {
     /// `targetPort`: send the proxy server's pairs there instead of to `target`.
     init(_ backends: BackendPair, target behaviour: TestTarget.Behaviour = .echo, targetGate: ReadGate? = nil,
          authorize: (@Sendable (PeerIdentity?) -> Bool)? = nil, targetPort: Int? = nil,
-         targetConnection: ConnectionOptions = ConnectionOptions()) throws {
+         targetConnection: ConnectionOptions = ConnectionOptions(), proxyProtocol: ProxyProtocolVersion? = nil) throws {
         let pki = TestPKI.shared(.ecdsaP256)
         group = LoopGroup(count: 2)
         target = try TestTarget(group: group, behaviour: behaviour, gate: targetGate)
@@ -167,7 +167,7 @@ final class ProxyChain: @unchecked Sendable {
         proxyServer = try ProxyListener(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: TLSContextProvider(serverContext),
                                         options: serverOptions,
                                         target: ProxyTarget(address: HostAndPort(host: "127.0.0.1", port: targetPort ?? target.port),
-                                                            connection: targetConnection),
+                                                            connection: targetConnection, proxyProtocol: proxyProtocol),
                                         logger: quietLogger)
         let clientContext = try backends.client.makeContext(.mtlsClient(identity: pki.identity(pki.client), trustRoots: pki.trustRoots,
                                                                         serverName: "localhost"))
