@@ -17,7 +17,7 @@ struct ProxyOptions: ParsableArguments {
     @Option(help: "Address to listen on (host:port; port 0 picks a free one).")
     var listen: String
 
-    @Option(help: "Where to forward each connection (host:port).")
+    @Option(help: "Where to forward each connection: host:port, or unix:PATH for a UNIX-domain socket.")
     var target: String
 
     @Option(help: "Event loops (threads); default one per core.")
@@ -55,11 +55,13 @@ struct ProxyOptions: ParsableArguments {
         return address
     }
 
-    func targetAddress() throws -> HostAndPort {
-        if target.hasPrefix("unix:") {
-            throw ValidationError("--target unix:PATH is not supported yet (the event loop opens TCP connections only); use host:port")
+    func targetAddress() throws -> Endpoint {
+        guard let address = Endpoint(target) else {
+            if target.hasPrefix("unix:") {
+                throw ValidationError("--target unix:PATH takes a path of 1 to \(Endpoint.maximumUnixPathLength) bytes")
+            }
+            throw ValidationError("--target takes host:port (e.g. 127.0.0.1:8080) or unix:PATH")
         }
-        guard let address = HostAndPort(target) else { throw ValidationError("--target takes host:port, e.g. 127.0.0.1:8080") }
         return address
     }
 
@@ -192,7 +194,13 @@ struct ProxyClientCommand: ParsableCommand {
         guard !credentials.trustRoots.isEmpty else {
             throw ValidationError("the proxy client verifies the target's certificate: give its CA with --ca or --pki")
         }
-        let name = serverName ?? targetAddress.host
+        let name: String
+        switch (targetAddress, serverName) {
+        case (_, let given?): name = given
+        case (.tcp(let address), nil): name = address.host
+        case (.unix, nil):
+            throw ValidationError("with --target unix:PATH, give --server-name: the name the target's certificate must carry")
+        }
         var configuration = TLSConfiguration(role: .client, identity: identity, trustRoots: credentials.trustRoots,
                                              serverName: name, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)

@@ -3,7 +3,8 @@ import TLSContract
 
 /// Where a proxy forwards each connection it accepts, and how it connects there.
 public struct ProxyTarget: Sendable {
-    public var address: HostAndPort
+    /// A TCP address, or a UNIX-domain socket (`unix:PATH`) for a service on the same host.
+    public var address: Endpoint
     /// TLS towards the target (a proxy client originating mTLS); nil for plain TCP.
     public var tls: (any TLSContext)?
     /// The name to verify the target's certificate against (and send as SNI); nil: the context's.
@@ -14,7 +15,7 @@ public struct ProxyTarget: Sendable {
     /// A PROXY protocol header sent first on each target connection, naming the client; nil: none.
     public var proxyProtocol: ProxyProtocolVersion?
 
-    public init(address: HostAndPort, tls: (any TLSContext)? = nil, serverName: String? = nil,
+    public init(address: Endpoint, tls: (any TLSContext)? = nil, serverName: String? = nil,
                 connection: ConnectionOptions = ConnectionOptions(), proxyProtocol: ProxyProtocolVersion? = nil) {
         self.address = address
         self.tls = tls
