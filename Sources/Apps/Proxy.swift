@@ -19,7 +19,7 @@ struct ProxyOptions: ParsableArguments {
     @Option(help: "Address to listen on (host:port; port 0 picks a free one).")
     var listen: String
 
-    @Option(help: "Where to forward each connection (host:port).")
+    @Option(help: "Where to forward each connection: host:port, or unix:PATH for a UNIX-domain socket.")
     var target: String
 
     @Option(help: "Event loops (threads); default one per core.")
@@ -50,11 +50,13 @@ struct ProxyOptions: ParsableArguments {
         return address
     }
 
-    func targetAddress() throws -> HostAndPort {
-        if target.hasPrefix("unix:") {
-            throw ValidationError("--target unix:PATH is not supported yet (the event loop opens TCP connections only); use host:port")
+    func targetAddress() throws -> Endpoint {
+        guard let address = Endpoint(target) else {
+            if target.hasPrefix("unix:") {
+                throw ValidationError("--target unix:PATH takes a path of 1 to \(Endpoint.maximumUnixPathLength) bytes")
+            }
+            throw ValidationError("--target takes host:port (e.g. 127.0.0.1:8080) or unix:PATH")
         }
-        guard let address = HostAndPort(target) else { throw ValidationError("--target takes host:port, e.g. 127.0.0.1:8080") }
         return address
     }
 
@@ -122,6 +124,14 @@ struct ProxyServerCommand: ParsableCommand {
     @OptionGroup var proxy: ProxyOptions
     @OptionGroup var limits: ServerLimitOptions
 
+    @Option(name: .customLong("proxy-protocol"),
+            help: ArgumentHelp("""
+                Send a PROXY protocol header first on each target connection: the client's address and the \
+                identity the proxy verified (CN, URI and DNS SANs, SPKI SHA-256, TLS version and cipher) in TLVs. \
+                Only for targets that expect it.
+                """, valueName: "v2"))
+    var proxyProtocol: ProxyProtocolVersion?
+
     @OptionGroup var policy: PeerPolicyOptions
     @OptionGroup(title: "Reloading credentials") var reload: ReloadOptions
     @OptionGroup(title: "Status and metrics") var status: StatusOptions
@@ -129,7 +139,8 @@ struct ProxyServerCommand: ParsableCommand {
 
     func run() throws {
         let logger = credentials.makeLogger("mtls.proxy-server")
-        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions(limits))
+        let target = ProxyTarget(address: try proxy.targetAddress(), connection: proxy.connectionOptions(limits),
+                                 proxyProtocol: proxyProtocol)
         guard let identity = credentials.identity(role: .server) else {
             throw ValidationError("the proxy server needs a certificate: use --cert/--key, --p12 or --pki")
         }
@@ -197,7 +208,13 @@ struct ProxyClientCommand: ParsableCommand {
         guard !credentials.trustRoots.isEmpty else {
             throw ValidationError("the proxy client verifies the target's certificate: give its CA with --ca or --pki")
         }
-        let name = serverName ?? targetAddress.host
+        let name: String
+        switch (targetAddress, serverName) {
+        case (_, let given?): name = given
+        case (.tcp(let address), nil): name = address.host
+        case (.unix, nil):
+            throw ValidationError("with --target unix:PATH, give --server-name: the name the target's certificate must carry")
+        }
         var configuration = TLSConfiguration(role: .client, identity: identity, trustRoots: credentials.trustRoots,
                                              serverName: name, minimumVersion: credentials.minimumVersion,
                                              maximumVersion: credentials.maximumVersion)
@@ -215,6 +232,8 @@ struct ProxyClientCommand: ParsableCommand {
                         logger: logger)
     }
 }
+
+extension ProxyProtocolVersion: ExpressibleByArgument {}
 
 extension SocketAddress {
     /// 127.0.0.0/8, ::1, or an IPv4-mapped loopback address.

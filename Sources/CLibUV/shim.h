@@ -14,6 +14,8 @@
 
 static inline uv_handle_t *mtls_tcp_handle(uv_tcp_t *tcp) { return (uv_handle_t *)tcp; }
 static inline uv_stream_t *mtls_tcp_stream(uv_tcp_t *tcp) { return (uv_stream_t *)tcp; }
+static inline uv_handle_t *mtls_pipe_handle(uv_pipe_t *pipe) { return (uv_handle_t *)pipe; }
+static inline uv_stream_t *mtls_pipe_stream(uv_pipe_t *pipe) { return (uv_stream_t *)pipe; }
 static inline uv_handle_t *mtls_timer_handle(uv_timer_t *timer) { return (uv_handle_t *)timer; }
 static inline uv_handle_t *mtls_async_handle(uv_async_t *async) { return (uv_handle_t *)async; }
 static inline uv_handle_t *mtls_stream_handle(uv_stream_t *stream) { return (uv_handle_t *)stream; }

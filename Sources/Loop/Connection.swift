@@ -61,12 +61,13 @@ extension Duration {
     }
 }
 
-/// One TCP connection on one loop, with or without TLS. It pumps ciphertext between the socket and
+/// One stream connection on one loop (TCP, or a UNIX-domain socket towards a local service), with
+/// or without TLS. It pumps ciphertext between the socket and
 /// the session and plaintext between the session and the handler, and owns every timer and buffer
 /// of the connection. Confined to its loop: call it only from there (handler callbacks are).
 ///
 /// Lifetime rules, all enforced here:
-/// - `tcp.data` holds the one retain that keeps the connection alive, from `init` until libuv's close
+/// - The socket handle's `data` holds the one retain that keeps the connection alive, from `init` until libuv's close
 ///   callback for the socket. Nothing else keeps a connection alive (requests in flight retain it too,
 ///   and libuv completes them, with `UV_ECANCELED` at worst, before that close callback).
 /// - Every path that ends a connection goes through `closeNow()`, which is idempotent: it moves to
@@ -91,10 +92,19 @@ public final class Connection {
     /// Free for the application: e.g. the server a connection belongs to.
     public var userInfo: AnyObject?
 
-    /// Owned: allocated (or adopted, already initialised) in init, freed in the close callback.
-    /// `tcp.data` holds a retain of `self` until that callback, so the connection lives exactly as
-    /// long as its socket.
-    let tcp: UnsafeMutablePointer<uv_tcp_t>
+    /// The socket's libuv handle. Owned: allocated (or adopted, already initialised) in init, freed
+    /// in the close callback. Its `data` holds a retain of `self` until that callback, so the
+    /// connection lives exactly as long as its socket.
+    let socket: Socket
+    /// The same handle as the base types every stream call takes.
+    private let stream: UnsafeMutablePointer<uv_stream_t>
+    private let handle: UnsafeMutablePointer<uv_handle_t>
+
+    enum Socket {
+        case tcp(UnsafeMutablePointer<uv_tcp_t>)
+        /// A UNIX-domain stream socket (libuv calls them pipes), e.g. a proxy's `unix:PATH` target.
+        case unix(UnsafeMutablePointer<uv_pipe_t>, path: String)
+    }
     private let session: (any TLSSession)?
     private var handler: ConnectionHandler?
     private let options: ConnectionOptions
@@ -125,9 +135,11 @@ public final class Connection {
     let onClose: ((Connection) -> Void)?
 
     /// `acceptedSocket`: a TCP handle already initialised on `loop` and accepted (the server path
-    /// accepts before it builds a session); ownership passes to the connection. Nil: a new one.
+    /// accepts before it builds a session); ownership passes to the connection. Nil: a new socket,
+    /// a UNIX-domain one to connect to `unixPath` if given, else TCP.
     init(loop: EventLoop, session: (any TLSSession)?, handler: ConnectionHandler, options: ConnectionOptions,
-         state: State, acceptedSocket: UnsafeMutablePointer<uv_tcp_t>? = nil, onClose: ((Connection) -> Void)? = nil) {
+         state: State, acceptedSocket: UnsafeMutablePointer<uv_tcp_t>? = nil, unixPath: String? = nil,
+         onClose: ((Connection) -> Void)? = nil) {
         self.loop = loop
         self.session = session
         self.handler = handler
@@ -135,12 +147,21 @@ public final class Connection {
         self.state = state
         self.onClose = onClose
         if let acceptedSocket {
-            tcp = acceptedSocket
+            socket = .tcp(acceptedSocket)
+        } else if let unixPath {
+            let pipe = UnsafeMutablePointer<uv_pipe_t>.allocate(capacity: 1)
+            uv_pipe_init(loop.loop, pipe, 0)
+            socket = .unix(pipe, path: unixPath)
         } else {
-            tcp = .allocate(capacity: 1)
+            let tcp = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
             uv_tcp_init(loop.loop, tcp)
+            socket = .tcp(tcp)
         }
-        tcp.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        switch socket {
+        case .tcp(let tcp): (stream, handle) = (mtls_tcp_stream(tcp), mtls_tcp_handle(tcp))
+        case .unix(let pipe, _): (stream, handle) = (mtls_pipe_stream(pipe), mtls_pipe_handle(pipe))
+        }
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
         startedAt = uv_hrtime()
         loop.register(self)
     }
@@ -150,8 +171,13 @@ public final class Connection {
     /// The socket is connected: start the handshake (or, for plain TCP, the application).
     func socketConnected() {
         guard state == .connecting else { return }
-        uv_tcp_nodelay(tcp, 1)
-        remoteAddress = peerName() ?? remoteAddress
+        switch socket {
+        case .tcp(let tcp):
+            uv_tcp_nodelay(tcp, 1)
+            remoteAddress = peerName() ?? remoteAddress
+        case .unix(_, let path):
+            remoteAddress = "unix:" + path
+        }
         startReading()
         if session != nil {
             state = .handshaking
@@ -176,13 +202,23 @@ public final class Connection {
         observer.connectionOpened()
     }
 
-    private func peerName() -> String? {
-        var storage = sockaddr_storage()
-        var length = Int32(MemoryLayout<sockaddr_storage>.size)
-        let status = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &length) }
+    private func peerName() -> String? { socketAddresses?.peer.description }
+
+    /// Both ends of a TCP socket while it is open (nil once closed, for a UNIX-domain socket, or if
+    /// the kernel cannot say): e.g. for a PROXY protocol header naming the client and the address it reached.
+    public var socketAddresses: (local: SocketAddress, peer: SocketAddress)? {
+        guard state != .closed, case .tcp(let tcp) = socket else { return nil }
+        func name(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
+            var storage = sockaddr_storage()
+            var length = Int32(MemoryLayout<sockaddr_storage>.size)
+            let status = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+            }
+            return status == 0 ? SocketAddress(storage: storage) : nil
         }
-        return status == 0 ? SocketAddress(storage: storage).description : nil
+        guard let local = name({ uv_tcp_getsockname(tcp, $0, $1) }),
+              let peer = name({ uv_tcp_getpeername(tcp, $0, $1) }) else { return nil }
+        return (local, peer)
     }
 
     /// Sends close_notify (TLS), flushes, shuts the socket down and closes it, within `closeTimeout`.
@@ -247,7 +283,7 @@ public final class Connection {
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         // Retained until the callback, which libuv always calls (with UV_ECANCELED if the socket closes first).
         request.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        let status = uv_shutdown(request, mtls_tcp_stream(tcp)) { request, _ in
+        let status = uv_shutdown(request, stream) { request, _ in
             guard let request, let data = request.pointee.data else { return }
             let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
             request.deallocate()
@@ -328,7 +364,7 @@ public final class Connection {
         deadlineTimer?.cancel()
         deadlineTimer = nil
         socketReading = false
-        guard uv_is_closing(mtls_tcp_handle(tcp)) == 0 else { return }
+        guard uv_is_closing(handle) == 0 else { return }
         let closed: uv_close_cb = { handle in
             guard let handle, let data = handle.pointee.data else { return }
             let connection = Unmanaged<Connection>.fromOpaque(data).takeRetainedValue()
@@ -336,9 +372,9 @@ public final class Connection {
             connection.reportClosed()
         }
         // uv_tcp_close_reset refuses a socket whose shutdown has begun; that one closes normally.
-        if !resetting || uv_tcp_close_reset(tcp, closed) != 0 {
-            uv_close(mtls_tcp_handle(tcp), closed)
-        }
+        // A reset is TCP's; a UNIX-domain socket just closes.
+        if case .tcp(let tcp) = socket, resetting, uv_tcp_close_reset(tcp, closed) == 0 { return }
+        uv_close(handle, closed)
     }
 
     private func reportClosed() {
@@ -400,7 +436,7 @@ public final class Connection {
     private func startReading() {
         guard !socketReading, !peerEnded, state != .closed else { return }
         socketReading = true
-        uv_read_start(mtls_tcp_stream(tcp), { handle, _, buffer in
+        uv_read_start(stream, { handle, _, buffer in
             guard let handle, let buffer, let data = handle.pointee.data else { return }
             let loop = Unmanaged<Connection>.fromOpaque(data).takeUnretainedValue().loop
             buffer.pointee = uv_buf_init(loop.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
@@ -415,7 +451,7 @@ public final class Connection {
     private func stopReading() {
         guard socketReading else { return }
         socketReading = false
-        uv_read_stop(mtls_tcp_stream(tcp))
+        uv_read_stop(stream)
     }
 
     /// Reading runs only while both the application and the socket keep up.
@@ -562,7 +598,7 @@ public final class Connection {
         if queuedOutboundBytes == 0 {
             var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
                                      UInt32(bytes.count))
-            let written = uv_try_write(mtls_tcp_stream(tcp), &buffer, 1)
+            let written = uv_try_write(stream, &buffer, 1)
             if written > 0 {
                 offset = Int(written)
             } else if written < 0 && written != UV_EAGAIN.rawValue {
@@ -575,7 +611,7 @@ public final class Connection {
         let pending = PendingWrite(connection: self, copying: remaining)
         queuedOutboundBytes += remaining.count
         var buffer = uv_buf_init(pending.storage.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(remaining.count))
-        let status = uv_write(pending.request, mtls_tcp_stream(tcp), &buffer, 1) { request, status in
+        let status = uv_write(pending.request, stream, &buffer, 1) { request, status in
             guard let request, let data = request.pointee.data else { return }
             let pending = Unmanaged<PendingWrite>.fromOpaque(data).takeRetainedValue()
             pending.connection.writeCompleted(size: pending.storage.count, status: status)

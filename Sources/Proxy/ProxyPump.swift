@@ -184,6 +184,7 @@ public final class ProxyPump: ConnectionHandler {
         if let identity = client.peerIdentity { metadata["identity"] = "\(identity.displayName)" }
         if let identity = connection.peerIdentity { metadata["target-identity"] = "\(identity.displayName)" }
         logger.info("forwarding", metadata: metadata)
+        if target.proxyProtocol == .v2 { sendProxyProtocolHeader(describing: client, to: connection) }
         if !heldForTarget.isEmpty {
             let held = heldForTarget
             heldForTarget = []
@@ -191,6 +192,15 @@ public final class ProxyPump: ConnectionHandler {
         }
         if clientEndedEarly { connection.shutdownWrite() }
         if connection.isWritable { resume(toTarget, source: client) }
+    }
+
+    /// The header goes before any byte of the client's, in the same queue, so the target reads it first.
+    private func sendProxyProtocolHeader(describing client: Connection, to targetConnection: Connection) {
+        guard let addresses = client.socketAddresses else { return }  // the client is gone: nothing will follow
+        let tls = client.isTLS ? ProxyProtocolHeader.ClientTLS(identity: client.peerIdentity, negotiated: client.negotiated) : nil
+        let header = ProxyProtocolHeader.make(source: addresses.peer, destination: addresses.local, tls: tls)
+        // Not counted as forwarded bytes; a write that fails means the target is closing, which closes the client.
+        header.withUnsafeBytes { _ = try? targetConnection.write($0) }
     }
 
     private func targetDidClose(_ connection: Connection, error: ConnectionError?) {

@@ -70,11 +70,11 @@ public struct StatusReport: Encodable, Sendable {
 public struct ServerStatus: Sendable {
     public let backend: any TLSBackend
     public let reloading: ReloadingContext?
-    public let target: HostAndPort?
+    public let target: Endpoint?
     /// How long the target probe may take before the target counts as unreachable.
     public var probeTimeout: Duration = .seconds(2)
 
-    public init(backend: any TLSBackend, reloading: ReloadingContext?, target: HostAndPort? = nil) {
+    public init(backend: any TLSBackend, reloading: ReloadingContext?, target: Endpoint? = nil) {
         self.backend = backend
         self.reloading = reloading
         self.target = target

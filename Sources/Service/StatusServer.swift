@@ -111,10 +111,10 @@ final class StatusConnection: ConnectionHandler {
     }
 }
 
-/// Whether something accepts TCP connections at `address`: one connect attempt from `loop`,
+/// Whether something accepts connections at `address` (TCP, or a UNIX-domain socket): one connect attempt from `loop`,
 /// bounded by `timeout`, then closed at once. `completion` runs once, on `loop`.
 public enum TCPReachability {
-    public static func probe(_ address: HostAndPort, on loop: EventLoop, timeout: Duration,
+    public static func probe(_ address: Endpoint, on loop: EventLoop, timeout: Duration,
                              completion: @escaping (Bool) -> Void) {
         let probe = Probe(completion: completion)
         var options = ConnectionOptions()

@@ -154,10 +154,11 @@ final class ProxyChain: @unchecked Sendable {
     var serverPort: Int { proxyServer.address.port }
 
     /// `authorize`: the proxy server's decision on client identities (default: any verified client).
-    /// `targetPort`: send the proxy server's pairs there instead of to `target`.
+    /// `targetPort`, `targetEndpoint`: send the proxy server's pairs there instead of to `target`.
     init(_ backends: BackendPair, target behaviour: TestTarget.Behaviour = .echo, targetGate: ReadGate? = nil,
          authorize: (@Sendable (PeerIdentity?) -> Bool)? = nil, targetPort: Int? = nil,
-         targetConnection: ConnectionOptions = ConnectionOptions()) throws {
+         targetConnection: ConnectionOptions = ConnectionOptions(), proxyProtocol: ProxyProtocolVersion? = nil,
+         targetEndpoint: Endpoint? = nil) throws {
         let pki = TestPKI.shared(.ecdsaP256)
         group = LoopGroup(count: 2)
         target = try TestTarget(group: group, behaviour: behaviour, gate: targetGate)
@@ -166,13 +167,13 @@ final class ProxyChain: @unchecked Sendable {
         serverOptions.connection.authorize = authorize
         proxyServer = try ProxyListener(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: TLSContextProvider(serverContext),
                                         options: serverOptions,
-                                        target: ProxyTarget(address: HostAndPort(host: "127.0.0.1", port: targetPort ?? target.port),
-                                                            connection: targetConnection),
+                                        target: ProxyTarget(address: targetEndpoint ?? .tcp(HostAndPort(host: "127.0.0.1", port: targetPort ?? target.port)),
+                                                            connection: targetConnection, proxyProtocol: proxyProtocol),
                                         logger: quietLogger)
         let clientContext = try backends.client.makeContext(.mtlsClient(identity: pki.identity(pki.client), trustRoots: pki.trustRoots,
                                                                         serverName: "localhost"))
         proxyClient = try ProxyListener(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), tls: nil,
-                                        target: ProxyTarget(address: HostAndPort(host: "127.0.0.1", port: proxyServer.address.port),
+                                        target: ProxyTarget(address: .tcp(HostAndPort(host: "127.0.0.1", port: proxyServer.address.port)),
                                                             tls: clientContext),
                                         logger: quietLogger)
     }
