@@ -1,6 +1,7 @@
 import CLibUV
 import Foundation
 import Logging
+import TLSContract
 
 /// Something that holds a libuv handle on a loop (a connection, a listener, a timer). It registers
 /// with its loop while its handle is open, so that a loop shutting down can close it properly: with
@@ -85,6 +86,8 @@ public final class EventLoop: @unchecked Sendable {
             }, nil)
             uv_run(loop, UV_RUN_DEFAULT)
             uv_loop_close(loop)
+            // Before `finished`: whoever waits for it may exit the process at once.
+            TLSThreadCleanup.threadWillExit()
             finished.signal()
         }
         thread.name = name

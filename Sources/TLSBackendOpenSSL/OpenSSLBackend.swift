@@ -17,8 +17,13 @@ public struct OpenSSLBackend: TLSBackend {
     }
 
     public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
-        try OpenSSLContext(configuration: configuration)
+        _ = Self.registeredThreadCleanup
+        return try OpenSSLContext(configuration: configuration)
     }
+
+    /// Loop threads free OpenSSL's per-thread state (random generators, error queue) before they
+    /// end, rather than leaving it to a destructor that may not run before the process exits.
+    private static let registeredThreadCleanup: Void = TLSThreadCleanup.register("openssl") { OPENSSL_thread_stop() }
 }
 
 /// One `SSL_CTX` holding the parsed credentials, the trust store and the policy, built once and
