@@ -177,6 +177,8 @@ public final class GnuTLSSession: TLSSession {
     var contextIdentity: ClientIdentity? { context.clientIdentity }
     /// The context's CRLs, for `verifyPeer` and resumed handshakes.
     var contextRevocation: RevocationList { context.revocation }
+    /// The context's verified chains, for `verifyPeer`.
+    var contextVerifiedChains: VerifiedChainCache? { context.verifiedChains }
 
     private static func ownedBytes(_ bytes: [UInt8]) -> UnsafeMutableBufferPointer<UInt8> {
         let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, bytes.count))
@@ -694,6 +696,15 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
         // before this runs, and a client always needs one.
         return owner.role == .server ? GNUTLS_E_SUCCESS : GNUTLS_E_NO_CERTIFICATE_FOUND
     }
+    // A chain this context verified in full before (VerifiedChainCache) skips GnuTLS's verification;
+    // the peer's CertificateVerify is still checked by GnuTLS.
+    let cache = owner.contextVerifiedChains
+    let probe = cache?.probe(presentedChainDER: chain, peerRole: owner.role == .server ? .client : .server,
+                             expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+    if let hit = probe?.hit {
+        owner.verifiedIdentity = hit.identity
+        return GNUTLS_E_SUCCESS
+    }
     var status: UInt32 = 0
     let rc = gnutls_certificate_verify_peers(session, nil, 0, &status)
     if rc < 0 {
@@ -714,10 +725,12 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
     }
     guard status == 0 else { return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR }
     do throws(TLSError) {
-        owner.verifiedIdentity = try PeerVerification.check(
+        let identity = try PeerVerification.check(
             chainDER: chain, peerRole: owner.role == .server ? .client : .server,
             expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey,
             revocation: owner.contextRevocation)
+        owner.verifiedIdentity = identity
+        if let cache, let probe { cache.insert(probe, identity: identity, verifiedChainDER: identity.certificateChainDER) }
         return GNUTLS_E_SUCCESS
     } catch {
         owner.policyRefusal = error
