@@ -299,3 +299,33 @@ struct VerifiedChainCacheUnitTests {
         #expect(cache.statistics.expirations == 2)
     }
 }
+
+extension VerifiedChainCacheUnitTests {
+    @Test("Shared by many threads at once (a context serves every loop): the bounds hold and every hit is whole")
+    func concurrentUse() throws {
+        let cache = VerifiedChainCache(configuration: pki.serverConfiguration(), trustRootsDER: [pki.root.certificateDER],
+                                       revocation: .empty, library: "test", capacity: 16)
+        let expected = try identity()
+        let wrongHits = Shared(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for round in 0..<400 {
+                let name = "n\((worker * 7 + round) % 40)"
+                let probe = cache.probe(presentedChainDER: [pki.client.certificateDER], peerRole: .client,
+                                        expectedName: name, pinnedPublicKey: nil)
+                if let hit = probe.hit {
+                    if hit.identity != expected { wrongHits.with { $0 += 1 } }
+                } else {
+                    cache.insert(probe, identity: expected,
+                                 verifiedChainDER: [pki.client.certificateDER, pki.root.certificateDER])
+                }
+            }
+        }
+        #expect(wrongHits.current == 0)
+        #expect(cache.count <= 16 && cache.count > 0)
+        let stats = cache.statistics
+        #expect(stats.hits + stats.misses == 8 * 400 && stats.insertions - stats.evictions >= cache.count, "\(stats)")
+        // The byte count follows every insertion, replacement and eviction.
+        let entryBytes = 256 + pki.client.certificateDER.count * 2 + pki.root.certificateDER.count
+        #expect(cache.bytes == cache.count * entryBytes)
+    }
+}
