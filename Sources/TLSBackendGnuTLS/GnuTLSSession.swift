@@ -42,6 +42,8 @@ public final class GnuTLSSession: TLSSession {
     /// contract's rules, or the contract's refusal.
     fileprivate var verifiedIdentity: PeerIdentity?
     fileprivate var policyRefusal: TLSError?
+    /// The context's verified chains (VerifiedChainCache), for `verifyPeer`.
+    fileprivate var contextVerifiedChains: VerifiedChainCache? { context.verifiedChains }
     private var failure: TLSError?
     private var renegotiating = false
     private var closeRequested = false
@@ -177,8 +179,6 @@ public final class GnuTLSSession: TLSSession {
     var contextIdentity: ClientIdentity? { context.clientIdentity }
     /// The context's CRLs, for `verifyPeer` and resumed handshakes.
     var contextRevocation: RevocationList { context.revocation }
-    /// The context's verified chains, for `verifyPeer`.
-    var contextVerifiedChains: VerifiedChainCache? { context.verifiedChains }
 
     private static func ownedBytes(_ bytes: [UInt8]) -> UnsafeMutableBufferPointer<UInt8> {
         let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(1, bytes.count))

@@ -11,7 +11,6 @@ public final class ClosedPort: @unchecked Sendable {
     private let fd: Int32
 
     public init() throws {
-        // A local until every member is set: the closures below may not capture self before then.
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
