@@ -33,6 +33,9 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     public let revocation: RevocationList
     /// Our chain as loaded into the credentials (leaf first).
     public let certificateChainDER: [[UInt8]]
+    /// Chains this context verified in full (see `verifyPeer`); nil when it verifies no peer or the
+    /// cache is off.
+    public let verifiedChains: VerifiedChainCache?
 
     public convenience init(configuration: TLSConfiguration) throws(TLSError) {
         try self.init(configuration: configuration, priorityOverride: nil)
@@ -69,8 +72,9 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
             // OpenSSL always sends it, and the server should be the one to say why it is refused.
             gnutls_certificate_set_retrieve_function2(credentials, clientCertificateCallback)
         }
+        var trustRootsDER: [[UInt8]] = []
         for root in configuration.trustRoots {
-            try Self.loadTrustRoot(root, into: credentials)
+            trustRootsDER += try Self.loadTrustRoot(root, into: credentials)
         }
         try Self.loadRevocationLists(revocation, into: credentials)
 
@@ -106,6 +110,8 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
         self.revocation = revocation
         self.certificateChainDER = configuration.identity == nil ? [] : Self.loadedChain(credentials)
+        self.verifiedChains = VerifiedChainCache.make(for: configuration, trustRootsDER: trustRootsDER,
+                                                      revocation: revocation, library: "gnutls")
     }
 
     deinit {
@@ -256,15 +262,17 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
         return chain
     }
 
+    /// Returns the certificates of the PEM text loaded, DER.
     private static func loadTrustRoot(
         _ source: TLSConfiguration.Source, into credentials: gnutls_certificate_credentials_t
-    ) throws(TLSError) {
+    ) throws(TLSError) -> [[UInt8]] {
         let pem = try source.loadCertificatesPEM()
         let rc = withDatum(pem.bytes) { gnutls_certificate_set_x509_trust_mem(credentials, $0, GNUTLS_X509_FMT_PEM) }
         if rc <= 0 {
             throw TLSError(.configuration(file: pem.name, problem: .invalidCertificate),
                            detail: rc < 0 ? GnuTLSLibrary.describe(rc) : "no certificate could be parsed")
         }
+        return (PEMBlocks.decode(pem.bytes) ?? []).filter { $0.label == "CERTIFICATE" }.map(\.der)
     }
 }
 

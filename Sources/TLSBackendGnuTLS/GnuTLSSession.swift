@@ -42,6 +42,8 @@ public final class GnuTLSSession: TLSSession {
     /// contract's rules, or the contract's refusal.
     fileprivate var verifiedIdentity: PeerIdentity?
     fileprivate var policyRefusal: TLSError?
+    /// The context's verified chains (VerifiedChainCache), for `verifyPeer`.
+    fileprivate var contextVerifiedChains: VerifiedChainCache? { context.verifiedChains }
     private var failure: TLSError?
     private var renegotiating = false
     private var closeRequested = false
@@ -697,6 +699,15 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
         // before this runs, and a client always needs one.
         return owner.role == .server ? GNUTLS_E_SUCCESS : GNUTLS_E_NO_CERTIFICATE_FOUND
     }
+    // A chain this context verified in full before (VerifiedChainCache) skips GnuTLS's verification;
+    // the peer's CertificateVerify is still checked by GnuTLS.
+    let cache = owner.contextVerifiedChains
+    let probe = cache?.probe(presentedChainDER: chain, peerRole: owner.role == .server ? .client : .server,
+                             expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey)
+    if let hit = probe?.hit {
+        owner.verifiedIdentity = hit.identity
+        return GNUTLS_E_SUCCESS
+    }
     var status: UInt32 = 0
     let rc = gnutls_certificate_verify_peers(session, nil, 0, &status)
     if rc < 0 {
@@ -717,10 +728,12 @@ private func verifyPeer(_ session: gnutls_session_t?) -> Int32 {
     }
     guard status == 0 else { return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR }
     do throws(TLSError) {
-        owner.verifiedIdentity = try PeerVerification.check(
+        let identity = try PeerVerification.check(
             chainDER: chain, peerRole: owner.role == .server ? .client : .server,
             expectedName: owner.expectedServerName, pinnedPublicKey: owner.pinnedServerPublicKey,
             revocation: owner.contextRevocation)
+        owner.verifiedIdentity = identity
+        if let cache, let probe { cache.insert(probe, identity: identity, verifiedChainDER: identity.certificateChainDER) }
         return GNUTLS_E_SUCCESS
     } catch {
         owner.policyRefusal = error

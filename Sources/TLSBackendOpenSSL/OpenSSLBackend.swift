@@ -46,6 +46,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     public private(set) var certificateChainDER: [[UInt8]] = []
     /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets.
     let sessionStore: OpenSSLServerSessionStore?
+    /// Chains this context verified in full (see verifyChainCallback); nil when it verifies no peer
+    /// or the cache is off. Set once while the context is configured.
+    public private(set) var verifiedChains: VerifiedChainCache?
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -80,7 +83,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         if let identity = configuration.identity {
             try loadIdentity(identity)
         }
-        try loadTrustRoots()
+        let trustRootsDER = try loadTrustRoots()
+        verifiedChains = VerifiedChainCache.make(for: configuration, trustRootsDER: trustRootsDER,
+                                                 revocation: revocation, library: "openssl")
         configureVerification()
         try loadRevocationLists()
         try configureResumption()
@@ -242,12 +247,15 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         certificateChainDER = ([leaf] + chain).compactMap(OpenSSLPEM.der)
     }
 
-    private func loadTrustRoots() throws(TLSError) {
-        guard let store = SSL_CTX_get_cert_store(ctx) else { return }
+    /// Returns the roots loaded, DER.
+    private func loadTrustRoots() throws(TLSError) -> [[UInt8]] {
+        guard let store = SSL_CTX_get_cert_store(ctx) else { return [] }
+        var loaded: [[UInt8]] = []
         for source in configuration.trustRoots {
             let pem = try source.loadCertificatesPEM()
             let roots = try OpenSSLPEM.certificates(pem.bytes, name: pem.name)
             defer { roots.forEach { X509_free($0) } }
+            loaded += roots.compactMap(OpenSSLPEM.der)
             for root in roots {
                 // A root listed twice is harmless; anything else is a real failure.
                 if X509_STORE_add_cert(store, root) != 1 {
@@ -255,6 +263,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 }
             }
         }
+        return loaded
     }
 
     /// The CRLs go into the trust store, which then checks every certificate of the chain against
@@ -294,6 +303,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
             }
         }
         SSL_CTX_set_verify(ctx, mode, verifyCallback)
+        if verifiedChains != nil { SSL_CTX_set_cert_verify_callback(ctx, verifyChainCallback, nil) }
         // Any certificate given as a trust root is an anchor, self-signed or not (PeerVerification).
         _ = X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), UInt(X509_V_FLAG_PARTIAL_CHAIN))
     }

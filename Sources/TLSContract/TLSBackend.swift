@@ -23,11 +23,15 @@ public protocol TLSContext: AnyObject, Sendable {
     var certificateChainDER: [[UInt8]] { get }
     /// The CRLs this context checks peers against (parsed from `configuration.crls`).
     var revocation: RevocationList { get }
+    /// The chains this context verified in full, and its hit/miss counts; nil when it verifies no
+    /// peer or caching is off.
+    var verifiedChains: VerifiedChainCache? { get }
 }
 
 extension TLSContext {
     public var certificateChainDER: [[UInt8]] { [] }
     public var revocation: RevocationList { .empty }
+    public var verifiedChains: VerifiedChainCache? { nil }
 
     public func makeSession() throws(TLSError) -> any TLSSession {
         try makeSession(serverName: nil)

@@ -1,8 +1,9 @@
 // A Go crypto/tls peer for swift-mtls's interop tests: an mTLS client or server, standard library only.
 //
-//	tlspeer client -port N -tls 1.2|1.3 -ca CA.pem [-cert C.pem -key C.key] [-name localhost]
+//	tlspeer client -port N -tls 1.2|1.3 -ca CA.pem [-cert C.pem -key C.key [-sign-with K.key]] [-name localhost]
 //	    connects to 127.0.0.1:N, sends GET /hello, prints "protocol: TLS 1.x" and the response;
-//	    exits 1 with "client failed: ..." on any error.
+//	    exits 1 with "client failed: ..." on any error. -sign-with makes an impostor: it presents
+//	    C.pem but signs its CertificateVerify with K.key (PKCS#8 or SEC 1 PEM), which is not C.pem's key.
 //	tlspeer server -port 0 -tls 1.2|1.3 -cert S.pem -key S.key -ca CA.pem
 //	    prints "listening on 127.0.0.1:PORT", requires a client certificate from CA.pem, and answers
 //	    each request with "hello from go, CN=..." (one line per outcome), until it is killed.
@@ -13,6 +14,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +42,7 @@ func main() {
 	certFile := flags.String("cert", "", "our certificate chain (PEM)")
 	keyFile := flags.String("key", "", "our private key (PEM)")
 	name := flags.String("name", "localhost", "the server name to send and verify (client)")
+	signWith := flags.String("sign-with", "", "sign with this key instead of -key's (an impostor; client)")
 	flags.Parse(os.Args[2:])
 
 	tlsVersion, ok := versions[*version]
@@ -56,6 +59,11 @@ func main() {
 		identity, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
 			fail(fmt.Errorf("cannot load %s / %s: %w", *certFile, *keyFile, err))
+		}
+		if *signWith != "" {
+			if identity.PrivateKey, err = loadPrivateKey(*signWith); err != nil {
+				fail(err)
+			}
 		}
 		config.Certificates = []tls.Certificate{identity}
 	}
@@ -90,6 +98,22 @@ func loadRoots(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("no certificate in %s", file)
 	}
 	return pool, nil
+}
+
+// loadPrivateKey reads the first private key of a PEM file, PKCS#8 or SEC 1 (EC).
+func loadPrivateKey(file string) (any, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("no PEM block in %s", file)
+	}
+	if key, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		return key, nil
+	}
+	return x509.ParseECPrivateKey(block.Bytes)
 }
 
 func runClient(port int, config *tls.Config) error {
