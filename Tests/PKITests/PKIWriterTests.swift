@@ -101,7 +101,7 @@ struct PKIWriterTests {
         // A key made world-readable is rewritten with 0600 when forced.
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: layout.caKey)
         let rewritten = try initialize(force: true)
-        #expect(rewritten.count == 8)
+        #expect(rewritten.count == 9)
         #expect(try String(contentsOfFile: layout.caCertificate, encoding: .utf8) != firstCA)
         #expect(try mode(layout.caKey) == 0o600)
     }
