@@ -18,9 +18,16 @@ import Darwin
 /// old file or the new one, never a half-written one; a file watch sees one rename.
 public enum AtomicFile {
     /// Writes `bytes` to `path` with `mode`. Without `replace`, an existing `path` (even a dangling
-    /// symlink) is `PKIError.fileExists` and nothing changes. A symlink at `path` is replaced by the
-    /// file, never followed.
+    /// symlink) is `PKIError.fileExists` and nothing changes. A symlink at `path` is refused either
+    /// way: following it would write elsewhere, and replacing it would undo whoever set it up.
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t, replace: Bool) throws(PKIError) {
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard replace else { throw PKIError.fileExists(path: path) }
+            guard (info.st_mode & S_IFMT) != S_IFLNK else {
+                throw PKIError.fileSystem(path: path, reason: "it is a symbolic link; not replacing it")
+            }
+        }
         let folder = (path as NSString).deletingLastPathComponent
         let name = (path as NSString).lastPathComponent
         let temporary = ((folder.isEmpty ? "." : folder) as NSString)

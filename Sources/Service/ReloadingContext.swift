@@ -180,9 +180,14 @@ public final class ReloadingContext: @unchecked Sendable {
             logger.debug("reload (\(trigger)): the files are as they were when the last reload failed; still \(verb) \(servedCredentials)")
             return .unchanged
         }
+        // Tickets survive a reload that keeps the trust roots (our certificate renewed, a new CRL):
+        // clients keep resuming, and a resumed peer is still checked against the new CRLs
+        // (PeerVerification.checkResumed). New roots mean new tickets, since a resumed peer's chain
+        // is not verified again.
+        let keepsTickets = snapshot.trustRootContents == servedSnapshot.trustRootContents
         let context: any TLSContext
         do {
-            context = try backend.makeContext(snapshot.configuration)
+            context = try backend.makeContext(snapshot.configuration, succeeding: keepsTickets ? provider.context : nil)
             try checkValidity(of: context, now: now)
         } catch {
             failedSnapshot = snapshot
@@ -192,7 +197,9 @@ public final class ReloadingContext: @unchecked Sendable {
         servedSnapshot = snapshot
         failedSnapshot = nil
         servedCredentials = ServedCredentials(context, snapshot: snapshot)
-        logger.info("reloaded (\(trigger)): now \(verb) \(servedCredentials)")
+        let tickets = configuration.role == .server && configuration.sessionTicketsEnabled
+            ? (keepsTickets ? "; session tickets kept" : "; new session tickets (the trust roots changed)") : ""
+        logger.info("reloaded (\(trigger)): now \(verb) \(servedCredentials)\(tickets)")
         checkExpiryLocked(now: now)
         return .replaced(servedCredentials)
     }

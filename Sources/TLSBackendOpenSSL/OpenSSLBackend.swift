@@ -19,6 +19,27 @@ public struct OpenSSLBackend: TLSBackend {
     public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
         try OpenSSLContext(configuration: configuration)
     }
+
+    public func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext {
+        try OpenSSLContext(configuration: configuration, inheritedTickets: (previous as? OpenSSLContext)?.tickets)
+    }
+}
+
+/// A server's resumption state: the TLS 1.3 session store and the TLS 1.2 ticket keys. Shared by
+/// the contexts of one reloading server (see `TLSBackend.makeContext(_:succeeding:)`); the keys
+/// are freed when the last context using them is gone (each context frees its SSL_CTX, which calls
+/// back into them, in its own deinit, before it lets go of this).
+final class OpenSSLServerTickets: @unchecked Sendable {
+    let store: OpenSSLServerSessionStore
+    let keys: UnsafeMutablePointer<mtls_ticket_keys>
+
+    init?(storeCapacity: Int, sessionIDContext: [UInt8], keyLifetimeSeconds: Int) {
+        guard let keys = mtls_ticket_keys_new(keyLifetimeSeconds) else { return nil }
+        self.keys = keys
+        store = OpenSSLServerSessionStore(capacity: storeCapacity, sessionIDContext: sessionIDContext)
+    }
+
+    deinit { mtls_ticket_keys_free(keys) }
 }
 
 /// One `SSL_CTX` holding the parsed credentials, the trust store and the policy, built once and
@@ -39,8 +60,10 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     public let revocation: RevocationList
     /// Our chain as installed (leaf first), set once while the context is configured.
     public private(set) var certificateChainDER: [[UInt8]] = []
-    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets.
-    let sessionStore: OpenSSLServerSessionStore?
+    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets and the TLS 1.2
+    /// ticket keys, new or taken over from the context this one replaces.
+    let tickets: OpenSSLServerTickets?
+    var sessionStore: OpenSSLServerSessionStore? { tickets?.store }
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -54,13 +77,21 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     static let sessionIDContext = Array("swift-mtls".utf8)
 
     init(configuration: TLSConfiguration,
-         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity) throws(TLSError) {
+         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity,
+         inheritedTickets: OpenSSLServerTickets? = nil) throws(TLSError) {
         try configuration.validate()
         self.revocation = try RevocationList.load(configuration)
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
-        self.sessionStore = configuration.role == .server && configuration.sessionTicketsEnabled
-            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext) : nil
+        if configuration.role == .server && configuration.sessionTicketsEnabled {
+            guard let tickets = inheritedTickets ?? OpenSSLServerTickets(
+                storeCapacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext,
+                keyLifetimeSeconds: Self.ticketKeyLifetimeSeconds)
+            else { throw OpenSSLErrors.collect(.internalError) }
+            self.tickets = tickets
+        } else {
+            self.tickets = nil
+        }
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -89,13 +120,11 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 
     deinit {
         SSL_CTX_free(ctx)
-        mtls_ticket_keys_free(ticketKeys)
         alpnWire.deallocate()
     }
 
-    /// Servers with tickets: the rotating ticket keys (see shim.h). Owned: created while the context
-    /// is configured, freed in deinit after the SSL_CTX that calls back into them.
-    private(set) var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>?
+    /// Servers with tickets: the rotating ticket keys (see shim.h), owned by `tickets`.
+    var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>? { tickets?.keys }
 
     /// How long a ticket key seals new tickets before a fresh one takes over; tickets sealed under
     /// the previous key are still accepted (and renewed) for one more period.
@@ -145,8 +174,10 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// Server, TLS 1.2: tickets sealed with keys drawn at random for this context (AES-256 and HMAC).
     /// OpenSSL 3.0 would keep one key for the context's lifetime; our ticket callback replaces it
     /// every `ticketKeyLifetimeSeconds` and accepts the previous one for one more period.
-    /// A new context (a certificate rotation) starts with an empty store and new keys, and tickets
-    /// from the old one fall back to a full handshake. OpenSSL's own session cache is off.
+    /// A new context starts with an empty store and new keys, and tickets from the old one fall back
+    /// to a full handshake, unless it replaces a context whose trust roots it shares (a renewal of our
+    /// own certificate, a new CRL): then it takes over that context's `tickets`, and clients keep
+    /// resuming. OpenSSL's own session cache is off.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
     /// internal client store is off (it never reuses client sessions by itself anyway).
     private func configureResumption() throws(TLSError) {
@@ -169,7 +200,6 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
             }
             if configuration.sessionTicketsEnabled {
-                ticketKeys = mtls_ticket_keys_new(Self.ticketKeyLifetimeSeconds)
                 guard let ticketKeys, mtls_SSL_CTX_use_ticket_keys(ctx, ticketKeys) == 1 else {
                     throw OpenSSLErrors.collect(.internalError)
                 }

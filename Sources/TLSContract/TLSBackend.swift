@@ -9,6 +9,20 @@ public protocol TLSBackend: Sendable {
     var capabilities: TLSCapabilities { get }
     /// Parses the credentials and trust store once. Sessions made from the context share them.
     func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext
+    /// A context that replaces `previous` (a reload). A server context of the same backend, with
+    /// tickets on, takes over `previous`'s ticket keys and session store, so tickets issued before
+    /// keep resuming: the caller passes `previous` only when that is safe, i.e. when our own
+    /// certificate or the CRLs changed but the trust roots did not (a resumed peer is re-checked
+    /// against the new context's CRLs, `PeerVerification.checkResumed`, but its chain is not
+    /// verified again, so new roots must mean new tickets). Anything else starts afresh.
+    func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext
+}
+
+extension TLSBackend {
+    /// Backends without ticket state to carry over build a context from scratch.
+    public func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext {
+        try makeContext(configuration)
+    }
 }
 
 /// Immutable and shared across loops and threads. Rotating credentials means building a new context

@@ -23,9 +23,10 @@ struct PKIWriterTests {
                                                days: 30, force: false)
         let layout = PKIDirectoryLayout(directory: directory)
         #expect(written == [layout.caCertificate, layout.caKey, layout.intermediateCertificate, layout.intermediateKey,
-                            layout.serverCertificate, layout.serverKey, layout.clientCertificate, layout.clientKey])
+                            layout.serverCertificate, layout.serverKey, layout.clientCertificate, layout.clientKey, layout.crl])
         #expect(written.map { ($0 as NSString).lastPathComponent }
-                == ["ca.pem", "ca.key", "intermediate.pem", "intermediate.key", "server.pem", "server.key", "client.pem", "client.key"])
+                == ["ca.pem", "ca.key", "intermediate.pem", "intermediate.key", "server.pem", "server.key", "client.pem", "client.key",
+                    "crl.pem"])
         for path in written {
             #expect(try mode(path) == (path.hasSuffix(".key") ? 0o600 : 0o644), "\(path)")
             if path.hasSuffix(".key") {
