@@ -441,7 +441,10 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
           SSL_SESSION_is_resumable(session) == 1, SSL_SESSION_has_ticket(session) == 1,
           let copy = SSL_SESSION_dup(session)
     else { return 0 }
-    cache.store(OpenSSLSavedSession(taking: copy), for: name)
+    // TLS 1.2 tickets arrive before the handshake completes (verifiedIdentity is set by then),
+    // TLS 1.3 ones after it (peerIdentity, also for a resumed connection).
+    let server = owner.peerIdentity ?? owner.verifiedIdentity
+    cache.store(OpenSSLSavedSession(taking: copy), for: name, usableUntil: server?.notValidAfter)
     return 0
 }
 

@@ -31,10 +31,10 @@ struct TicketCarryOverTests {
         let clientCertificate: IssuedCertificate
         let client: any TLSContext
 
-        init(_ testCase: Case) throws {
+        init(_ testCase: Case, serverValidFor: TimeInterval = 86400) throws {
             pki = try RenewablePKI()
             files = try CredentialDirectory(prefix: "mtls-tickets")
-            try files.install(try pki.server(), as: "server")
+            try files.install(try pki.server(validFor: serverValidFor), as: "server")
             try files.replace("ca.pem", pki.root.certificatePEM)
             try files.replace("crl.pem", try CRLFactory.make(by: pki.root))
             var configuration = TLSConfiguration.mtlsServer(
@@ -89,6 +89,26 @@ struct TicketCarryOverTests {
                 "\(String(describing: after.clientEvents.failure ?? after.serverEvents.failure))")
         #expect(after.client.negotiated?.resumed == true, "the ticket from before the renewal did not resume")
         #expect(after.server.peerIdentity?.certificateChainDER.first == setup.clientCertificate.certificateDER)
+    }
+
+    @Test("Tickets kept across a renewal are not offered once the server certificate they were verified with expires: the client makes a full handshake and sees the new certificate",
+          arguments: Case.all)
+    func expiredServerCertificateEndsResumption(testCase: Case) throws {
+        let setup = try Setup(testCase, serverValidFor: 2)
+        _ = try setup.connect()
+        let renewed = try setup.pki.server()
+        try setup.files.install(renewed, as: "server")
+        try setup.reload()
+        let resumed = try setup.connect()
+        #expect(resumed.client.negotiated?.resumed == true)
+        #expect(resumed.client.peerIdentity?.certificateChainDER.first != renewed.certificateDER)
+        // Past the first certificate's notAfter (2 s after it was issued).
+        usleep(2_500_000)
+        let after = try setup.connect()
+        #expect(after.clientEvents.failure == nil && after.serverEvents.failure == nil,
+                "\(String(describing: after.clientEvents.failure ?? after.serverEvents.failure))")
+        #expect(after.client.negotiated?.resumed == false, "a ticket verified with the expired certificate was offered")
+        #expect(after.client.peerIdentity?.certificateChainDER.first == renewed.certificateDER)
     }
 
     @Test("A CRL revoking the client, loaded by a reload that keeps the tickets, refuses the client's resumption as revoked",
