@@ -150,4 +150,46 @@ struct PKILifecycleCommandTests {
         print("── mtls commands, \(pair.testDescription)")
         for line in timings { print("   \(line)") }
     }
+
+    @Test("pki renew --watch renews at about two thirds of the lifetime, logs the next renewal, and exits 0 on SIGTERM")
+    func renewWatch() throws {
+        let scratch = try TemporaryDirectory(prefix: "mtls-renew-watch")
+        let dir = scratch.file("pki")
+        _ = try run("pki", "init", "--out", dir)
+        let certificate = (dir as NSString).appendingPathComponent("client.pem")
+        _ = try run("pki", "renew", "--pki", dir, "--client", "--valid", "6s")
+        let first = try serial(certificate)
+        let daemon = try ChildProcess(try mtlsExecutable(), ["pki", "renew", "--pki", dir, "--client", "--watch"])
+        defer { daemon.terminate() }
+        // 6 s certificates renew 3.6 to 4.4 s after they were issued.
+        try #require(waitFor("next renewal of \(certificate)", in: { daemon.output }) != nil, "\(daemon.output)")
+        try #require(waitFor("renewed \(certificate)", in: { daemon.output }, seconds: 10) != nil, "no renewal: \(daemon.output)")
+        let second = try serial(certificate)
+        #expect(second != first)
+        #expect(daemon.output.contains("serial \(second)"), "\(daemon.output)")
+        #expect(waitFor("next renewal of \(certificate)", in: { daemon.output }, moreThan: 1) != nil, "\(daemon.output)")
+        // The renewed certificate keeps the 6 s lifetime.
+        let summary = try CertificateSummary.certificates(in: Array(try Data(contentsOf: URL(fileURLWithPath: certificate))), name: certificate)[0]
+        #expect(abs(summary.notValidAfter.timeIntervalSince(summary.notValidBefore) - 3606) < 3, "\(summary.notValidBefore) – \(summary.notValidAfter)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.wait(seconds: 10) == 0, "\(daemon.output)")
+        #expect(daemon.output.contains("stopping (signal)"), "\(daemon.output)")
+    }
+
+    @Test("mtls demo rotation prints the timeline and ends with zero failed handshakes; mtls demo alone still runs the pairs")
+    func demoRotation() throws {
+        let result = try runTool(try mtlsExecutable(), ["demo", "rotation"])
+        #expect(result.status == 0, "\(result.output)")
+        for step in ["pki renew --server", "pki rotate begin", "pki rotate reissue", "pki rotate finish", "pki revoke mallory",
+                     "mallory got in before, then refused", "certificate_revoked", "zero failed handshakes"] {
+            #expect(result.output.contains(step), "'\(step)' missing from:\n\(result.output)")
+        }
+        #expect(!result.output.contains("FAILED"), "\(result.output)")
+        let lines = result.output.split(separator: "\n").filter { $0.contains("clients: ") }
+        #expect(lines.count == 6 && lines.allSatisfy { $0.contains(" 0 failed") }, "\(lines)")
+        print(result.output)
+        let pairs = try runTool(try mtlsExecutable(), ["demo"])
+        #expect(pairs.status == 0 && pairs.output.contains("All four pairs completed mTLS over loopback"), "\(pairs.output)")
+        #expect(!pairs.output.contains("rotate"), "\(pairs.output)")
+    }
 }
