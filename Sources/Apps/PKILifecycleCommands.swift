@@ -85,17 +85,21 @@ struct RenewalDaemon {
             sources.append(source)
         }
         defer { sources.forEach { $0.cancel() } }
+        // The renewal time of each certificate is drawn once (its jitter too), and kept until the
+        // file holds another certificate (ours, or one renewed by someone else meanwhile).
+        var plan: (serial: Certificate.SerialNumber, due: Date)?
         while true {
             let current = try directory.leaf(role)
-            var due = Self.renewalTime(of: current)
-            if due <= Date() {
-                let issued = try directory.renew(role, validFor: validFor)
-                due = Self.renewalTime(of: issued.certificate)
-                say(PKIRenew.describe(issued, role: role, directory: directory))
+            if plan?.serial != current.serialNumber {
+                plan = (current.serialNumber, Self.renewalTime(of: current))
+                say("next renewal of \(directory.certificatePath(role)) at \(DateText.format(plan!.due)) (in \(Self.text(max(0, plan!.due.timeIntervalSinceNow))))")
             }
-            let wait = max(0, due.timeIntervalSinceNow)
-            say("next renewal of \(directory.certificatePath(role)) at \(DateText.format(due)) (in \(Self.text(wait)))")
-            if stop.wait(timeout: .now() + wait) == .success {
+            if plan!.due <= Date() {
+                let issued = try directory.renew(role, validFor: validFor)
+                say(PKIRenew.describe(issued, role: role, directory: directory))
+                continue
+            }
+            if stop.wait(timeout: .now() + plan!.due.timeIntervalSinceNow) == .success {
                 say("stopping (signal): \(directory.certificatePath(role)) stays as it is")
                 return
             }
