@@ -207,6 +207,11 @@ struct PKIRotate: ParsableCommand {
     struct Options: ParsableArguments {
         @Option(help: ArgumentHelp("The PKI directory (made by `mtls pki init`).", valueName: "dir"))
         var pki: String
+
+        /// Runs one stage on the directory; a failure (an out-of-order stage too) is one line and exit 1.
+        func perform(_ stage: String, _ body: (PKIDirectory) throws -> Void) throws {
+            try PKIArguments.reportingErrors("pki rotate \(stage)") { try body(PKIDirectory(pki)) }
+        }
     }
 
     struct Begin: ParsableCommand {
@@ -215,8 +220,7 @@ struct PKIRotate: ParsableCommand {
         @OptionGroup var options: Options
 
         func run() throws {
-            try PKIArguments.reportingErrors("pki rotate begin") {
-                let directory = PKIDirectory(options.pki)
+            try options.perform("begin") { directory in
                 let next = try directory.rotateBegin()
                 print("new root \(next.commonName ?? "") (serial \(PKIRenew.hex(next.certificate.serialNumber))): wrote \(directory.nextRootCertificate), \(directory.nextRootKey)")
                 print("\(directory.layout.caCertificate) now holds the old and the new root; \(directory.crl) holds a CRL of each")
@@ -231,8 +235,7 @@ struct PKIRotate: ParsableCommand {
         @OptionGroup var options: Options
 
         func run() throws {
-            try PKIArguments.reportingErrors("pki rotate reissue") {
-                let directory = PKIDirectory(options.pki)
+            try options.perform("reissue") { directory in
                 let (server, client) = try directory.rotateReissue()
                 print(PKIRenew.describe(server, role: .server, directory: directory))
                 print(PKIRenew.describe(client, role: .client, directory: directory))
@@ -247,8 +250,7 @@ struct PKIRotate: ParsableCommand {
         @OptionGroup var options: Options
 
         func run() throws {
-            try PKIArguments.reportingErrors("pki rotate finish") {
-                let directory = PKIDirectory(options.pki)
+            try options.perform("finish") { directory in
                 let retired = try directory.rotateFinish()
                 print("\(directory.layout.caCertificate) now holds the new root only; \(directory.layout.caKey) is its key")
                 for file in retired { print("retired \(file)") }

@@ -282,6 +282,9 @@ public struct PKIDirectory: Sendable {
     // MARK: - Root rotation
 
     public func rotationStage() throws -> RotationStage {
+        guard FileManager.default.fileExists(atPath: layout.caCertificate) else {
+            throw PKIError.unreadable(path: layout.caCertificate, reason: "not found (is \(layout.directory) a directory made by `mtls pki init`?)")
+        }
         guard FileManager.default.fileExists(atPath: nextRootCertificate) else { return .none }
         let next = try loadAuthority(certificatePEM: try Self.read(nextRootCertificate), keyPath: nextRootKey,
                                      certificatePath: nextRootCertificate)
@@ -400,7 +403,8 @@ public struct PKIDirectory: Sendable {
         do {
             return try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw PKIError.fileSystem(path: path, reason: "cannot read it: \((error as NSError).localizedDescription)")
+            let missing = !FileManager.default.fileExists(atPath: path)
+            throw PKIError.unreadable(path: path, reason: missing ? "not found" : (error as NSError).localizedDescription)
         }
     }
 

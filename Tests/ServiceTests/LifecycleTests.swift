@@ -41,21 +41,52 @@ struct LifecycleTests {
     }
 }
 
+/// A reloading server with its file watch, echoing on a loopback port and recording who connected,
+/// and the loops its clients run on. `shutdown` stops it all.
+final class ServerUnderTraffic: @unchecked Sendable {
+    let logs = LogRecorder()
+    let reloading: ReloadingContext
+    let reloads: ReloadLog
+    let triggers: ReloadTriggers
+    let group = LoopGroup(count: 2)
+    let clientGroup = LoopGroup(count: 1)
+    let listener: TCPServer
+    let accepted = Shared<[LifecycleRun.ServerSide]>([])
+
+    init(backend: any TLSBackend, configuration: TLSConfiguration) throws {
+        reloading = try ReloadingContext(backend: backend, configuration: configuration, logger: logs.logger("server"))
+        reloads = ReloadLog(reloading)
+        triggers = ReloadTriggers(reloading)
+        triggers.start()
+        let accepted = self.accepted
+        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: reloading.provider) {
+            RecordingEcho(accepted)
+        }
+    }
+
+    func shutdown() {
+        triggers.stop()
+        listener.shutdown(graceful: false)
+        group.shutdown()
+        clientGroup.shutdown()
+    }
+}
+
 /// One pair's run: the setup, the steps, the checks and the timings.
 final class LifecycleRun: @unchecked Sendable {
     let pair: LifecycleTests.Pair
     let pki: RenewablePKI
     let serverFiles: CredentialDirectory
-    let serverLogs = LogRecorder()
-    let server: ReloadingContext
-    let serverReloads: ReloadLog
-    let serverTriggers: ReloadTriggers
-    let group = LoopGroup(count: 2)
-    let clientGroup = LoopGroup(count: 1)
-    let listener: TCPServer
-    let accepted = Shared<[ServerSide]>([])
+    let site: ServerUnderTraffic
     var clients: [TrafficClient] = []
     var timings: [(String, String)] = []
+    var server: ReloadingContext { site.reloading }
+    var serverLogs: LogRecorder { site.logs }
+    var serverReloads: ReloadLog { site.reloads }
+    var serverTriggers: ReloadTriggers { site.triggers }
+    var clientGroup: LoopGroup { site.clientGroup }
+    var listener: TCPServer { site.listener }
+    var accepted: Shared<[ServerSide]> { site.accepted }
 
     struct ServerSide: Sendable {
         let at: Date
@@ -67,30 +98,14 @@ final class LifecycleRun: @unchecked Sendable {
     init(pair: LifecycleTests.Pair) throws {
         self.pair = pair
         pki = try RenewablePKI()
-        serverFiles = try CredentialDirectory(prefix: "mtls-lifecycle-server")
-        try serverFiles.install(try pki.server(), as: "server")
-        try serverFiles.replace("ca.pem", pki.root.certificatePEM)
-        try serverFiles.replace("crl.pem", try CRLFactory.make(by: pki.root))
-        var configuration = TLSConfiguration.mtlsServer(
-            identity: .pem(certificateChain: .file(serverFiles.file("server.pem")), privateKey: .file(serverFiles.file("server.key"))),
-            trustRoots: [.file(serverFiles.file("ca.pem"))])
-        configuration.crls = [.file(serverFiles.file("crl.pem"))]
-        server = try ReloadingContext(backend: pair.server, configuration: configuration, logger: serverLogs.logger("server"))
-        serverReloads = ReloadLog(server)
-        serverTriggers = ReloadTriggers(server)
-        serverTriggers.start()
-        let accepted = self.accepted
-        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: server.provider) {
-            RecordingEcho(accepted)
-        }
+        let configuration: TLSConfiguration
+        (serverFiles, configuration) = try pki.serverFiles(prefix: "mtls-lifecycle-server")
+        site = try ServerUnderTraffic(backend: pair.server, configuration: configuration)
     }
 
     deinit {
         clients.forEach { $0.stop() }
-        serverTriggers.stop()
-        listener.shutdown(graceful: false)
-        group.shutdown()
-        clientGroup.shutdown()
+        site.shutdown()
     }
 
     func execute() throws {

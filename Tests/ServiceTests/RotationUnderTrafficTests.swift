@@ -34,13 +34,7 @@ private final class RotationRun: @unchecked Sendable {
     let pair: LifecycleTests.Pair
     let scratch: TemporaryDirectory
     let directory: PKIDirectory
-    let serverLogs = LogRecorder()
-    let server: ReloadingContext
-    let serverReloads: ReloadLog
-    let serverTriggers: ReloadTriggers
-    let group = LoopGroup(count: 2)
-    let clientGroup = LoopGroup(count: 1)
-    let listener: TCPServer
+    let site: ServerUnderTraffic
     var clients: [TrafficClient] = []
     var timings: [(String, String)] = []
 
@@ -56,44 +50,34 @@ private final class RotationRun: @unchecked Sendable {
             identity: .pem(certificateChain: .file(layout.serverCertificate), privateKey: .file(layout.serverKey)),
             trustRoots: [.file(layout.caCertificate)])
         configuration.crls = [.file(directory.crl)]
-        server = try ReloadingContext(backend: pair.server, configuration: configuration, logger: serverLogs.logger("server"))
-        serverReloads = ReloadLog(server)
-        serverTriggers = ReloadTriggers(server)
-        serverTriggers.start()
-        let accepted = Shared<[LifecycleRun.ServerSide]>([])
-        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: server.provider) {
-            RecordingEcho(accepted)
-        }
+        site = try ServerUnderTraffic(backend: pair.server, configuration: configuration)
     }
 
     deinit {
         clients.forEach { $0.stop() }
-        serverTriggers.stop()
-        listener.shutdown(graceful: false)
-        group.shutdown()
-        clientGroup.shutdown()
+        site.shutdown()
     }
 
     func execute() throws {
         for name in ["A", "B", "C"] {
             clients.append(try TrafficClient(name: name, directory: directory.layout.directory, certificate: nil,
-                                             backend: pair.client, group: clientGroup, port: listener.port))
+                                             backend: pair.client, group: site.clientGroup, port: site.listener.port))
         }
-        let longLived = try KeepAlive(context: clients[0].reloading.context, loop: clientGroup.loops[0], port: listener.port)
+        let longLived = try KeepAlive(context: clients[0].reloading.context, loop: site.clientGroup.loops[0], port: site.listener.port)
         clients.forEach { $0.start() }
         longLived.start()
         usleep(500_000)
         try #require(clients.allSatisfy { $0.succeeded > 0 }, "no traffic at the start: \(clients.map(\.summary))")
-        let everyone: [ReloadingContext] = [server] + clients.map(\.reloading)
+        let everyone: [ReloadingContext] = [site.reloading] + clients.map(\.reloading)
 
         // 1. begin: everyone must come to trust both roots.
         var t0 = Date()
         let next = try directory.rotateBegin()
         try #require(eventually { everyone.allSatisfy { $0.served.trustRoots.count == 2 } },
-                     "not every side loaded the bundle: \(serverLogs.lines)")
+                     "not every side loaded the bundle: \(site.logs.lines)")
         let bundleLoaded = Date()
         record("1. rotate begin (bundle old + new)",
-               "server reloaded \(ms(serverReloads.replacements.last!.finishedAt, since: t0)), every side \(ms(bundleLoaded, since: t0)) after the write")
+               "server reloaded \(ms(site.reloads.replacements.last!.finishedAt, since: t0)), every side \(ms(bundleLoaded, since: t0)) after the write")
         usleep(300_000)
 
         // 2. reissue: everyone must come to present a leaf of the new root.
@@ -106,7 +90,7 @@ private final class RotationRun: @unchecked Sendable {
         // change); a new client sees the new leaf.
         let seen = try #require(firstFreshHandshake(seeing: serverLeaf.certificateDER, backend: pair.client,
                                                     configuration: clients[0].reloading.configuration,
-                                                    group: clientGroup, port: listener.port))
+                                                    group: site.clientGroup, port: site.listener.port))
         record("2. rotate reissue (leaves under the new root)",
                "every side serves its new leaf \(ms(reissued, since: t0)) after the write; a new client's handshake on the new server leaf \(ms(seen, since: t0))")
         usleep(300_000)
@@ -115,9 +99,9 @@ private final class RotationRun: @unchecked Sendable {
         t0 = Date()
         try directory.rotateFinish()
         try #require(eventually { everyone.allSatisfy { $0.served.trustRoots.count == 1 } },
-                     "not every side dropped the old root: \(serverLogs.lines)")
+                     "not every side dropped the old root: \(site.logs.lines)")
         let finished = Date()
-        #expect(server.served.trustRoots.first?.subject.contains(next.commonName ?? "?") == true)
+        #expect(site.reloading.served.trustRoots.first?.subject.contains(next.commonName ?? "?") == true)
         record("3. rotate finish (new root only)", "every side \(ms(finished, since: t0)) after the write")
         usleep(400_000)
 
@@ -129,7 +113,7 @@ private final class RotationRun: @unchecked Sendable {
             #expect(client.failed == 0, "client \(client.name) saw failed handshakes: \(client.failures.prefix(3))")
             #expect(client.succeeded > 10, "\(client.summary)")
         }
-        let failedReloads = ([serverReloads] + clients.map(\.reloads)).flatMap(\.failures)
+        let failedReloads = ([site.reloads] + clients.map(\.reloads)).flatMap(\.failures)
         #expect(failedReloads.isEmpty, "reloads failed: \(failedReloads.map { "\($0.outcome)" })")
         record("traffic", clients.map(\.summary).joined(separator: "; ") + "; long-lived connection: \(alive.echoes) echoes, never dropped")
         print("── root rotation, \(pair.testDescription)")

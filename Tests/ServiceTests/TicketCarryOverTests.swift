@@ -33,14 +33,8 @@ struct TicketCarryOverTests {
 
         init(_ testCase: Case, serverValidFor: TimeInterval = 86400) throws {
             pki = try RenewablePKI()
-            files = try CredentialDirectory(prefix: "mtls-tickets")
-            try files.install(try pki.server(validFor: serverValidFor), as: "server")
-            try files.replace("ca.pem", pki.root.certificatePEM)
-            try files.replace("crl.pem", try CRLFactory.make(by: pki.root))
-            var configuration = TLSConfiguration.mtlsServer(
-                identity: .pem(certificateChain: .file(files.file("server.pem")), privateKey: .file(files.file("server.key"))),
-                trustRoots: [.file(files.file("ca.pem"))])
-            configuration.crls = [.file(files.file("crl.pem"))]
+            var configuration: TLSConfiguration
+            (files, configuration) = try pki.serverFiles(prefix: "mtls-tickets", validFor: serverValidFor)
             configuration.minimumVersion = testCase.version
             configuration.maximumVersion = testCase.version
             server = try ReloadingContext(backend: testCase.server, configuration: configuration, logger: logs.logger("server"))
