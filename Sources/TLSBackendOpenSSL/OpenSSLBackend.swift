@@ -19,7 +19,6 @@ public struct OpenSSLBackend: TLSBackend {
     public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
         try OpenSSLContext(configuration: configuration)
     }
-
 }
 
 /// One `SSL_CTX` holding the parsed credentials, the trust store and the policy, built once and
@@ -40,10 +39,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     public let revocation: RevocationList
     /// Our chain as installed (leaf first), set once while the context is configured.
     public private(set) var certificateChainDER: [[UInt8]] = []
-    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets and the TLS 1.2
-    /// ticket keys, new or taken over from the context this one replaces.
-    let tickets: OpenSSLServerTickets?
-    var sessionStore: OpenSSLServerSessionStore? { tickets?.store }
+    /// Servers with `sessionTicketsEnabled` only: the sessions behind TLS 1.3 tickets.
+    let sessionStore: OpenSSLServerSessionStore?
 
     /// TLS 1.2 suites: ECDHE only, AEAD only. TLS 1.3 suites are all AEAD already.
     static let tls12CipherList =
@@ -72,6 +69,7 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         } else {
             self.tickets = nil
         }
+        self.sessionStore = tickets?.store
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -103,6 +101,9 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         alpnWire.deallocate()
     }
 
+    /// Servers with `sessionTicketsEnabled` only: the session store and the TLS 1.2 ticket keys, new
+    /// or taken over from the context this one replaces.
+    let tickets: OpenSSLServerTickets?
     /// Servers with tickets: the rotating ticket keys (see shim.h), owned by `tickets`.
     var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>? { tickets?.keys }
 
