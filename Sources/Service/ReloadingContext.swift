@@ -91,6 +91,12 @@ public struct ServedCredentials: Sendable, CustomStringConvertible {
 /// and the reason; the next change is tried afresh. Files identical to what is served build
 /// nothing (so a timer or a stray touch costs no ticket keys and no resumption).
 ///
+/// Session tickets: a server's new context takes over the ticket keys and session store of the one
+/// it replaces when the trust roots are byte for byte the same (our certificate renewed, a CRL
+/// changed), so clients keep resuming through renewals; a resumed peer is still re-checked against
+/// the new context's CRLs and its certificate's validity (`PeerVerification.checkResumed`). New
+/// trust roots start new tickets, since a resumed peer's chain is not verified again.
+///
 /// Expiry: a warning, once per certificate, when our certificate or a CA in our chain or trust
 /// bundle has less than a third of its lifetime left (`checkExpiry`, run on every reload and by
 /// `ReloadTriggers` periodically).
