@@ -8,10 +8,10 @@ import X509
 /// three stages of a root rotation, with their order enforced.
 @Suite("PKI directory lifecycle")
 struct PKIDirectoryTests {
-    private func initialized(intermediate: Bool = false, days: Int = 30) throws -> (ScratchDirectory, PKIDirectory) {
+    private func initialized(intermediate: Bool = false, days: Int = 30, keyType: KeyType = .ecdsaP256) throws -> (ScratchDirectory, PKIDirectory) {
         let scratch = try ScratchDirectory()
         let path = scratch.file("pki")
-        try PKIWriter.initialize(at: path, keyType: .ecdsaP256, intermediate: intermediate,
+        try PKIWriter.initialize(at: path, keyType: keyType, intermediate: intermediate,
                                  serverNames: ["localhost", "127.0.0.1"], clientName: "client", days: days, force: false)
         return (scratch, PKIDirectory(path))
     }
@@ -158,5 +158,23 @@ struct PKIDirectoryTests {
         try directory.revoke(try directory.leaf(.client))
         let refused = try verify(directory.layout.clientCertificate, bundle: directory.layout.caCertificate, crl: directory.crl)
         #expect(!refused.succeeded && refused.output.contains("certificate revoked"), "\(refused.output)")
+    }
+
+    @Test("CRLs of every key type verify with openssl, and a revoked leaf is refused; a certificate of another CA cannot be revoked here",
+          arguments: [KeyType.ecdsaP256, .rsa2048, .ed25519])
+    func keyTypes(keyType: KeyType) throws {
+        let (scratch, directory) = try initialized(keyType: keyType)
+        defer { scratch.remove() }
+        let revoked = try directory.revoke(try directory.leaf(.client), reason: .cessationOfOperation)
+        let shown = try OpenSSL.run(["crl", "-in", directory.crl, "-noout", "-text", "-CAfile", directory.layout.caCertificate])
+        #expect(shown.output.contains("verify OK"), "\(shown.output)")
+        #expect(shown.output.contains("Serial Number: \(revoked.serialHex)"), "\(shown.output)")
+        let refused = try verify(directory.layout.clientCertificate, bundle: directory.layout.caCertificate, crl: directory.crl)
+        #expect(!refused.succeeded && refused.output.contains("certificate revoked"), "\(refused.output)")
+        #expect(try verify(directory.layout.serverCertificate, bundle: directory.layout.caCertificate, crl: directory.crl).succeeded)
+
+        let stranger = try CertificateAuthority.makeRoot(commonName: "stranger", keyType: keyType).issue(.client(name: "x"))
+        let refusal = #expect(throws: PKIError.self) { try directory.revoke(stranger.certificate) }
+        #expect(refusal?.description.contains("was not issued by a CA of") == true, "\(String(describing: refusal))")
     }
 }
