@@ -10,7 +10,7 @@ struct CredentialOptions: ParsableArguments {
     @Option(help: "TLS backend: \(TLSBackendRegistry.names.joined(separator: " or ")).")
     var backend: String = "openssl"
 
-    @Option(help: "A directory made by `mtls pki init` (ca.pem, server.pem/.key, client.pem/.key).")
+    @Option(help: "A directory made by `mtls pki init` (ca.pem, server.pem/.key, client.pem/.key). Its crl.pem is loaded only when named with --crl: a CRL past its nextUpdate refuses every certificate it covers, so checking it is a choice (keep it fresh with `mtls pki revoke --pki DIR`).")
     var pki: String?
 
     @Option(help: "Our certificate chain (PEM).")

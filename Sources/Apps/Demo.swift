@@ -5,11 +5,21 @@ import Loop
 import TLSBackends
 import TLSContract
 
-/// `mtls demo`: with no arguments, shows every client×server backend pair speaking mTLS over
-/// loopback, and the usual mistakes refused with the same words on both backends.
+/// `mtls demo`: with no arguments (or `pairs`), every client×server backend pair speaking mTLS;
+/// `mtls demo rotation`, renewal, root rotation and revocation under traffic.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run hello over mTLS across every backend pair, with an ephemeral PKI.")
+        abstract: "Run hello over mTLS across every backend pair, with an ephemeral PKI (or: demo rotation).",
+        subcommands: [DemoPairs.self, DemoRotation.self],
+        defaultSubcommand: DemoPairs.self)
+}
+
+/// `mtls demo [pairs]`: shows every client×server backend pair speaking mTLS over loopback, and the
+/// usual mistakes refused with the same words on both backends.
+struct DemoPairs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pairs",
+        abstract: "Run hello over mTLS across every backend pair, with an ephemeral PKI (the default).")
 
     func run() throws {
         let pki = try DemoPKI()

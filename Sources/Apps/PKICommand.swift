@@ -10,7 +10,8 @@ struct PKICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pki",
         abstract: "Create a CA, server and client certificates, self-signed certificates and PKCS#12 bundles.",
-        subcommands: [PKIInit.self, PKIIssue.self, PKISelfSigned.self, PKIExportPKCS12.self, PKIInspect.self])
+        subcommands: [PKIInit.self, PKIIssue.self, PKISelfSigned.self, PKIExportPKCS12.self, PKIInspect.self,
+                      PKIRenew.self, PKIRevoke.self, PKIRotate.self])
 }
 
 /// The options the generating subcommands share.
@@ -41,7 +42,10 @@ struct PKIInit: ParsableCommand {
         abstract: "Write a CA (optionally with an intermediate), a server and a client certificate to a directory.",
         discussion: """
             Files: ca.pem, ca.key, [intermediate.pem, intermediate.key,] server.pem, server.key, client.pem, \
-            client.key. Private keys get mode 0600. Existing files are never replaced without --force.
+            client.key, crl.pem (an empty CRL of each CA, current for 7 days: servers can use \
+            --crl DIR/crl.pem from the start; --pki does not load it by itself). Private keys get mode 0600. \
+            Every file is written to a temporary file and renamed into place. Existing files are never \
+            replaced without --force.
             """)
 
     @Option(help: ArgumentHelp("The directory to write to (created if needed).", valueName: "dir"))
@@ -314,8 +318,9 @@ enum PKIArguments {
         try writeFile(Array(text.utf8), to: path, secret: secret, force: force)
     }
 
-    /// Creates the parent directory if needed, then writes `bytes` so that the file has its mode
-    /// (0600 for secrets, else 0644) before any byte lands in it. Never follows a symlink.
+    /// Creates the parent directory if needed, then writes `bytes` atomically (a temporary file in
+    /// the same folder with its final mode, 0600 for secrets, else 0644; fsync; rename, or link when
+    /// not forced, so an existing file is never replaced). Never follows a symlink.
     static func writeFile(_ bytes: [UInt8], to path: String, secret: Bool, force: Bool) throws {
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty {
@@ -325,28 +330,7 @@ enum PKIArguments {
                 throw Failure("cannot create the directory '\(parent)': \(error.localizedDescription)")
             }
         }
-        let mode: mode_t = secret ? 0o600 : 0o644
-        let flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL)
-        let fd = open(path, flags, mode)
-        guard fd >= 0 else {
-            let code = errno
-            if code == EEXIST { throw PKIError.fileExists(path: path) }
-            throw Failure("cannot write '\(path)': \(String(cString: strerror(code)))")
-        }
-        defer { close(fd) }
-        // A replaced file keeps its old mode through O_TRUNC: set ours before writing anything.
-        guard fchmod(fd, mode) == 0 else {
-            throw Failure("cannot set the mode of '\(path)': \(String(cString: strerror(errno)))")
-        }
-        var written = 0
-        while written < bytes.count {
-            let result = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw Failure("cannot write '\(path)': \(String(cString: strerror(errno)))")
-            }
-            written += result
-        }
+        try AtomicFile.write(bytes, to: path, mode: secret ? 0o600 : 0o644, replace: force)
     }
 
     /// `text` as one shell word.
@@ -395,13 +379,18 @@ struct LeafFileOptions: ParsableArguments {
 /// `--valid`: a number and one unit, s, m, h, d or y (365 days); from one second to 100 years.
 enum LeafValidity {
     static func parse(_ text: String) throws -> TimeInterval {
+        try duration(text, option: "--valid")
+    }
+
+    /// A duration option's value: a number and one unit (s, m, h, d or y), from 1 s to 100 years.
+    static func duration(_ text: String, option: String) throws -> TimeInterval {
         let units: [Character: TimeInterval] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400]
         guard let unit = text.last, let seconds = units[unit], let count = Double(text.dropLast()), count > 0 else {
-            throw ValidationError("--valid takes a number and a unit (s, m, h, d or y), e.g. 1h or 30d (got '\(text)')")
+            throw ValidationError("\(option) takes a number and a unit (s, m, h, d or y), e.g. 1h or 30d (got '\(text)')")
         }
         let validity = count * seconds
         guard validity >= 1, validity <= 100 * 365 * 86400 else {
-            throw ValidationError("--valid must be between 1s and 100y (got '\(text)')")
+            throw ValidationError("\(option) must be between 1s and 100y (got '\(text)')")
         }
         return validity
     }

@@ -27,6 +27,8 @@ public enum PKIError: Error, CustomStringConvertible, Equatable, Sendable {
     case fileExists(path: String)
     /// Creating a directory or writing a file failed.
     case fileSystem(path: String, reason: String)
+    /// A file the operation needs is missing or cannot be read.
+    case unreadable(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -54,6 +56,8 @@ public enum PKIError: Error, CustomStringConvertible, Equatable, Sendable {
             return "refusing to overwrite existing file '\(path)' (use force to replace it)"
         case .fileSystem(let path, let reason):
             return "cannot write '\(path)': \(reason)"
+        case .unreadable(let path, let reason):
+            return "cannot read '\(path)': \(reason)"
         }
     }
 

@@ -20,6 +20,8 @@ public struct PKIDirectoryLayout: Sendable, Hashable {
     public static let clientKeyFile = "client.key"
     public static let intermediateCertificateFile = "intermediate.pem"
     public static let intermediateKeyFile = "intermediate.key"
+    /// The CRLs of the CAs of the directory, one per CA (empty at first; see `PKIDirectory.revoke`).
+    public static let crlFile = "crl.pem"
 
     public let directory: String
 
@@ -35,12 +37,13 @@ public struct PKIDirectoryLayout: Sendable, Hashable {
     public var clientKey: String { path(Self.clientKeyFile) }
     public var intermediateCertificate: String { path(Self.intermediateCertificateFile) }
     public var intermediateKey: String { path(Self.intermediateKeyFile) }
+    public var crl: String { path(Self.crlFile) }
 
     /// Every file of the layout, in the order `PKIWriter` writes them.
     public func files(intermediate: Bool) -> [String] {
         var files = [caCertificate, caKey]
         if intermediate { files += [intermediateCertificate, intermediateKey] }
-        files += [serverCertificate, serverKey, clientCertificate, clientKey]
+        files += [serverCertificate, serverKey, clientCertificate, clientKey, crl]
         return files
     }
 
@@ -53,7 +56,7 @@ public struct PKIDirectoryLayout: Sendable, Hashable {
 public enum PKIWriter {
     /// Creates `directory` if needed and writes a root CA, optionally an intermediate, a server
     /// leaf for `serverNames` and a client leaf for `clientName`, all with keys of `keyType`.
-    /// Leaves are valid for `days` days; the root for at least 10 years and the intermediate for at
+    /// Leaves are valid for `days` days, the CRLs (crl.pem, empty) for a week; the root for at least 10 years and the intermediate for at
     /// least 5 (longer when `days` asks for it). Private keys get mode 0600, certificates 0644.
     /// Without `force`, nothing is written if any of the files exists already.
     ///
@@ -111,7 +114,7 @@ public enum PKIWriter {
             (layout.clientCertificate, client.chainPEM, false),
             (layout.clientKey, client.privateKeyPEM, true),
         ]
-        assert(contents.map(\.path) == files)
+        assert(contents.map(\.path) + [layout.crl] == files)
 
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -125,6 +128,8 @@ public enum PKIWriter {
         for file in contents {
             try writeFile(file.text, to: file.path, mode: file.secret ? 0o600 : 0o644, overwrite: force)
         }
+        // Empty CRLs, so that servers can run with --crl DIR/crl.pem from the start.
+        try PKIDirectory(directory).writeInitialCRLs(for: intermediate ? [root, issuer] : [root], replace: force)
         return files
     }
 
@@ -133,32 +138,8 @@ public enum PKIWriter {
         return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
     }
 
-    /// Writes `text` so that the file has `mode` before any byte lands in it. Never follows a symlink.
+    /// Writes `text` atomically (`AtomicFile`): with `mode` from the first byte, never following a symlink.
     static func writeFile(_ text: String, to path: String, mode: mode_t, overwrite: Bool) throws(PKIError) {
-        var flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC
-        flags |= overwrite ? O_TRUNC : O_EXCL
-        let fd = open(path, flags, mode)
-        guard fd >= 0 else {
-            let code = errno
-            if code == EEXIST { throw .fileExists(path: path) }
-            throw .fileSystem(path: path, reason: String(cString: strerror(code)))
-        }
-        defer { close(fd) }
-        // An existing file keeps its old mode through O_TRUNC: set ours before writing anything.
-        guard fchmod(fd, mode) == 0 else {
-            throw .fileSystem(path: path, reason: "cannot set mode \(String(mode, radix: 8)): \(String(cString: strerror(errno)))")
-        }
-        let bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes[written...].withUnsafeBytes { buffer in
-                write(fd, buffer.baseAddress, buffer.count)
-            }
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw .fileSystem(path: path, reason: String(cString: strerror(errno)))
-            }
-            written += result
-        }
+        try AtomicFile.write(text, to: path, mode: mode, replace: overwrite)
     }
 }

@@ -53,6 +53,11 @@ struct CredentialSnapshot: Equatable {
         return CredentialSnapshot(configuration: copy, files: files)
     }
 
+    /// The trust roots' bytes, in order: what decides whether session tickets may outlive a reload.
+    var trustRootContents: [[UInt8]] {
+        configuration.trustRoots.map { (try? $0.load()) ?? [] }
+    }
+
     /// Where our certificate comes from (the chain file or the PKCS#12 bundle), for messages.
     static func identityName(of configuration: TLSConfiguration) -> String? {
         switch configuration.identity {

@@ -98,6 +98,12 @@ public struct ServedCredentials: Sendable, CustomStringConvertible {
 /// and the reason; the next change is tried afresh. Files identical to what is served build
 /// nothing (so a timer or a stray touch costs no ticket keys and no resumption).
 ///
+/// Session tickets: a server's new context takes over the ticket keys and session store of the one
+/// it replaces when the trust roots are byte for byte the same (our certificate renewed, a CRL
+/// changed), so clients keep resuming through renewals; a resumed peer is still re-checked against
+/// the new context's CRLs and its certificate's validity (`PeerVerification.checkResumed`). New
+/// trust roots start new tickets, since a resumed peer's chain is not verified again.
+///
 /// Expiry: a warning, once per certificate, when our certificate or a CA in our chain or trust
 /// bundle has less than a third of its lifetime left (`checkExpiry`, run on every reload and by
 /// `ReloadTriggers` periodically).
@@ -192,9 +198,14 @@ public final class ReloadingContext: @unchecked Sendable {
             logger.debug("reload (\(trigger)): the files are as they were when the last reload failed; still \(verb) \(servedCredentials)")
             return .unchanged
         }
+        // Tickets survive a reload that keeps the trust roots (our certificate renewed, a new CRL):
+        // clients keep resuming, and a resumed peer is still checked against the new CRLs
+        // (PeerVerification.checkResumed). New roots mean new tickets, since a resumed peer's chain
+        // is not verified again.
+        let keepsTickets = snapshot.trustRootContents == servedSnapshot.trustRootContents
         let context: any TLSContext
         do {
-            context = try backend.makeContext(snapshot.configuration)
+            context = try backend.makeContext(snapshot.configuration, succeeding: keepsTickets ? provider.context : nil)
             try checkValidity(of: context, now: now)
         } catch {
             failedSnapshot = snapshot
@@ -204,7 +215,9 @@ public final class ReloadingContext: @unchecked Sendable {
         servedSnapshot = snapshot
         failedSnapshot = nil
         servedCredentials = ServedCredentials(context, snapshot: snapshot)
-        logger.info("reloaded (\(trigger)): now \(verb) \(servedCredentials)")
+        let tickets = configuration.role == .server && configuration.sessionTicketsEnabled
+            ? (keepsTickets ? "; session tickets kept" : "; new session tickets (the trust roots changed)") : ""
+        logger.info("reloaded (\(trigger)): now \(verb) \(servedCredentials)\(tickets)")
         checkExpiryLocked(now: now)
         return .replaced(servedCredentials)
     }

@@ -18,6 +18,11 @@ public struct GnuTLSBackend: TLSBackend {
     public func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext {
         try GnuTLSContext(configuration: configuration)
     }
+
+    public func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext {
+        try GnuTLSContext(configuration: configuration, priorityOverride: nil,
+                          inheritedTicketKey: (previous as? GnuTLSContext)?.ticketKey)
+    }
 }
 
 enum GnuTLSLibrary {

@@ -23,9 +23,10 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     ///
     /// Rotation: GnuTLS 3.7 treats it as a master key and derives the key that actually encrypts
     /// tickets from it and the clock (TOTP over SHA3-512), changing every 3 × the ticket lifetime
-    /// (6 h by default, so every 18 h) and still accepting the previous period's key. Building a new
-    /// context (as a certificate rotation does) replaces the master key itself.
-    private let ticketKey: UnsafeMutablePointer<gnutls_datum_t>?
+    /// (6 h by default, so every 18 h) and still accepting the previous period's key. A new context
+    /// gets a new master key, unless it replaces one whose trust roots it shares (a renewal of our
+    /// own certificate, a new CRL: `TLSBackend.makeContext(_:succeeding:)`), whose key it takes over.
+    let ticketKey: GnuTLSTicketKey?
     /// Clients with `sessionTicketsEnabled` only: the newest resumption data (gnutls_session_get_data2
     /// bytes) per server name, filled and offered by `GnuTLSSession`.
     let resumption: ResumptionCache<[UInt8]>?
@@ -43,7 +44,8 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
 
     /// `priorityOverride` lets tests build a deliberately weak peer (TLS 1.1 only, CBC only)
     /// to check that the real policy refuses it.
-    init(configuration: TLSConfiguration, priorityOverride: String?) throws(TLSError) {
+    init(configuration: TLSConfiguration, priorityOverride: String?,
+         inheritedTicketKey: GnuTLSTicketKey? = nil) throws(TLSError) {
         try configuration.validate()
         try Self.checkApplicationProtocols(configuration.applicationProtocols)
         let revocation = try RevocationList.load(configuration)
@@ -87,17 +89,14 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
             throw TLSError(.internalError, detail: GnuTLSLibrary.describe(prc) + " in priority string at '\(at)'")
         }
 
-        var ticketKey: UnsafeMutablePointer<gnutls_datum_t>?
+        var ticketKey: GnuTLSTicketKey?
         if configuration.role == .server && configuration.sessionTicketsEnabled {
-            let key = UnsafeMutablePointer<gnutls_datum_t>.allocate(capacity: 1)
-            key.initialize(to: gnutls_datum_t())
-            let krc = gnutls_session_ticket_key_generate(key)
-            guard krc == GNUTLS_E_SUCCESS else {
-                key.deallocate()
+            do throws(TLSError) {
+                if let inheritedTicketKey { ticketKey = inheritedTicketKey } else { ticketKey = try GnuTLSTicketKey() }
+            } catch {
                 gnutls_priority_deinit(priority)
-                throw TLSError(.internalError, detail: GnuTLSLibrary.describe(krc))
+                throw error
             }
-            ticketKey = key
         }
 
         keepCredentials = true
@@ -117,13 +116,6 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     deinit {
         gnutls_priority_deinit(priority)
         gnutls_certificate_free_credentials(credentials)
-        if let ticketKey {
-            if let data = ticketKey.pointee.data {
-                gnutls_memset(data, 0, Int(ticketKey.pointee.size))
-                mtls_gnutls_free(data)
-            }
-            ticketKey.deallocate()
-        }
     }
 
     /// GnuTLS keeps ALPN names in fixed arrays (MAX_ALPN_PROTOCOLS, MAX_ALPN_PROTOCOL_NAME in
@@ -146,7 +138,7 @@ public final class GnuTLSContext: TLSContext, @unchecked Sendable {
     /// Turns on ticket issuing for one server session (GnuTLS copies the key).
     func enableTickets(on session: gnutls_session_t) -> Int32 {
         guard let ticketKey else { return GNUTLS_E_SUCCESS }
-        return gnutls_session_ticket_enable_server(session, ticketKey)
+        return gnutls_session_ticket_enable_server(session, ticketKey.datum)
     }
 
     public func makeSession(serverName: String?) throws(TLSError) -> any TLSSession {
@@ -438,5 +430,30 @@ enum GnuTLSPolicy {
     /// a client that lacks it, and accepts a first TLS 1.2 handshake without it, as OpenSSL servers do.
     static func safeRenegotiation(for role: TLSConfiguration.Role) -> String {
         role == .client ? "%SAFE_RENEGOTIATION" : "%PARTIAL_RENEGOTIATION"
+    }
+}
+
+/// A server's ticket master key (gnutls_session_ticket_key_generate), shared by the contexts of one
+/// reloading server; wiped and freed when the last of them is gone. Sessions copy it.
+final class GnuTLSTicketKey: @unchecked Sendable {
+    let datum: UnsafeMutablePointer<gnutls_datum_t>
+
+    init() throws(TLSError) {
+        let key = UnsafeMutablePointer<gnutls_datum_t>.allocate(capacity: 1)
+        key.initialize(to: gnutls_datum_t())
+        let rc = gnutls_session_ticket_key_generate(key)
+        guard rc == GNUTLS_E_SUCCESS else {
+            key.deallocate()
+            throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc))
+        }
+        datum = key
+    }
+
+    deinit {
+        if let data = datum.pointee.data {
+            gnutls_memset(data, 0, Int(datum.pointee.size))
+            mtls_gnutls_free(data)
+        }
+        datum.deallocate()
     }
 }

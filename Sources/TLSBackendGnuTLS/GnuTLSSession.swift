@@ -428,7 +428,7 @@ public final class GnuTLSSession: TLSSession {
         // Allocated by GnuTLS for us; copied and freed at once.
         let bytes = Array(UnsafeBufferPointer(start: data, count: Int(datum.size)))
         mtls_gnutls_free(data)
-        cache.store(bytes, for: name)
+        cache.store(bytes, for: name, usableUntil: (peerIdentity ?? verifiedIdentity)?.notValidAfter)
     }
 
     // MARK: - Failure
@@ -570,14 +570,14 @@ public final class GnuTLSSession: TLSSession {
             // Points into session memory valid until the next handshake; copied at once.
             applicationProtocol = String(decoding: UnsafeBufferPointer(start: data, count: Int(protocolDatum.size)), as: UTF8.self)
         }
-        negotiated = NegotiatedParameters(
+        let parameters = NegotiatedParameters(
             version: version,
             cipherSuite: CipherSuitePolicy.name(for: cipherSuiteCodePoint(version: version)),
             group: group,
             applicationProtocol: applicationProtocol,
             resumed: gnutls_session_is_resumed(session) != 0)
 
-        if negotiated?.resumed == true {
+        if parameters.resumed {
             // No verification ran: the identity comes from the resumed session's data, accepted
             // only while the certificate is still valid.
             let chain = peerCertificateChain()
@@ -585,6 +585,8 @@ public final class GnuTLSSession: TLSSession {
         } else {
             peerIdentity = verifiedIdentity
         }
+        // Only now: a resumption refused above leaves nothing negotiated, as on OpenSSL.
+        negotiated = parameters
     }
 
     /// The peer's certificates as it sent them (or as the resumed session recorded them), leaf

@@ -62,13 +62,22 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     static let sessionIDContext = Array("swift-mtls".utf8)
 
     init(configuration: TLSConfiguration,
-         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity) throws(TLSError) {
+         sessionStoreCapacity: Int = OpenSSLServerSessionStore.defaultCapacity,
+         inheritedTickets: OpenSSLServerTickets? = nil) throws(TLSError) {
         try configuration.validate()
         self.revocation = try RevocationList.load(configuration)
         self.configuration = configuration
         self.resumption = configuration.role == .client && configuration.sessionTicketsEnabled ? ResumptionCache() : nil
-        self.sessionStore = configuration.role == .server && configuration.sessionTicketsEnabled
-            ? OpenSSLServerSessionStore(capacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext) : nil
+        if configuration.role == .server && configuration.sessionTicketsEnabled {
+            guard let tickets = inheritedTickets ?? OpenSSLServerTickets(
+                storeCapacity: sessionStoreCapacity, sessionIDContext: Self.sessionIDContext,
+                keyLifetimeSeconds: Self.ticketKeyLifetimeSeconds)
+            else { throw OpenSSLErrors.collect(.internalError) }
+            self.tickets = tickets
+        } else {
+            self.tickets = nil
+        }
+        self.sessionStore = tickets?.store
         let wire = configuration.applicationProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
         self.alpnWire = .allocate(capacity: wire.count)
         _ = alpnWire.initialize(from: wire)
@@ -100,13 +109,14 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
 
     deinit {
         SSL_CTX_free(ctx)
-        mtls_ticket_keys_free(ticketKeys)
         alpnWire.deallocate()
     }
 
-    /// Servers with tickets: the rotating ticket keys (see shim.h). Owned: created while the context
-    /// is configured, freed in deinit after the SSL_CTX that calls back into them.
-    private(set) var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>?
+    /// Servers with `sessionTicketsEnabled` only: the session store and the TLS 1.2 ticket keys, new
+    /// or taken over from the context this one replaces.
+    let tickets: OpenSSLServerTickets?
+    /// Servers with tickets: the rotating ticket keys (see shim.h), owned by `tickets`.
+    var ticketKeys: UnsafeMutablePointer<mtls_ticket_keys>? { tickets?.keys }
 
     /// How long a ticket key seals new tickets before a fresh one takes over; tickets sealed under
     /// the previous key are still accepted (and renewed) for one more period.
@@ -156,8 +166,10 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
     /// Server, TLS 1.2: tickets sealed with keys drawn at random for this context (AES-256 and HMAC).
     /// OpenSSL 3.0 would keep one key for the context's lifetime; our ticket callback replaces it
     /// every `ticketKeyLifetimeSeconds` and accepts the previous one for one more period.
-    /// A new context (a certificate rotation) starts with an empty store and new keys, and tickets
-    /// from the old one fall back to a full handshake. OpenSSL's own session cache is off.
+    /// A new context starts with an empty store and new keys, and tickets from the old one fall back
+    /// to a full handshake, unless it replaces a context whose trust roots it shares (a renewal of our
+    /// own certificate, a new CRL): then it takes over that context's `tickets`, and clients keep
+    /// resuming. OpenSSL's own session cache is off.
     /// Client: the context's `resumption` cache, filled from the new-session callback. OpenSSL's
     /// internal client store is off (it never reuses client sessions by itself anyway).
     private func configureResumption() throws(TLSError) {
@@ -180,7 +192,6 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
                 throw OpenSSLErrors.collect(.configuration(file: nil, problem: .invalidSetting("session ID context")))
             }
             if configuration.sessionTicketsEnabled {
-                ticketKeys = mtls_ticket_keys_new(Self.ticketKeyLifetimeSeconds)
                 guard let ticketKeys, mtls_SSL_CTX_use_ticket_keys(ctx, ticketKeys) == 1 else {
                     throw OpenSSLErrors.collect(.internalError)
                 }
@@ -435,7 +446,10 @@ private let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) 
           SSL_SESSION_is_resumable(session) == 1, SSL_SESSION_has_ticket(session) == 1,
           let copy = SSL_SESSION_dup(session)
     else { return 0 }
-    cache.store(OpenSSLSavedSession(taking: copy), for: name)
+    // TLS 1.2 tickets arrive before the handshake completes (verifiedIdentity is set by then),
+    // TLS 1.3 ones after it (peerIdentity, also for a resumed connection).
+    let server = owner.peerIdentity ?? owner.verifiedIdentity
+    cache.store(OpenSSLSavedSession(taking: copy), for: name, usableUntil: server?.notValidAfter)
     return 0
 }
 

@@ -9,6 +9,20 @@ public protocol TLSBackend: Sendable {
     var capabilities: TLSCapabilities { get }
     /// Parses the credentials and trust store once. Sessions made from the context share them.
     func makeContext(_ configuration: TLSConfiguration) throws(TLSError) -> any TLSContext
+    /// A context that replaces `previous` (a reload). A server context of the same backend, with
+    /// tickets on, takes over `previous`'s ticket keys and session store, so tickets issued before
+    /// keep resuming: the caller passes `previous` only when that is safe, i.e. when our own
+    /// certificate or the CRLs changed but the trust roots did not (a resumed peer is re-checked
+    /// against the new context's CRLs, `PeerVerification.checkResumed`, but its chain is not
+    /// verified again, so new roots must mean new tickets). Anything else starts afresh.
+    func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext
+}
+
+extension TLSBackend {
+    /// Backends without ticket state to carry over build a context from scratch.
+    public func makeContext(_ configuration: TLSConfiguration, succeeding previous: (any TLSContext)?) throws(TLSError) -> any TLSContext {
+        try makeContext(configuration)
+    }
 }
 
 /// Immutable and shared across loops and threads. Rotating credentials means building a new context
@@ -234,23 +248,39 @@ package final class ResumptionCache<Entry: Sendable>: @unchecked Sendable {
     package let capacity: Int
     private let lock = NSLock()
     /// Guarded by `lock`. `stamp` orders insertions for eviction.
-    private var entries: [String: (entry: Entry, stamp: UInt64)] = [:]
+    private var entries: [String: (entry: Entry, stamp: UInt64, usableUntil: Date?)] = [:]
     private var nextStamp: UInt64 = 0
 
     package init(capacity: Int = 1000) {
         self.capacity = max(1, capacity)
     }
 
-    package func entry(for name: String) -> Entry? {
-        lock.withLock { entries[name]?.entry }
+    /// The entry for `name`, unless the server certificate it was verified with has expired by `now`.
+    package func entry(for name: String, now: Date = Date()) -> Entry? {
+        var expired: Entry?
+        let found: Entry? = lock.withLock {
+            guard let found = entries[name] else { return nil }
+            if let until = found.usableUntil, now >= until {
+                expired = entries.removeValue(forKey: name)?.entry
+                return nil
+            }
+            return found.entry
+        }
+        _ = expired  // released after the lock is dropped
+        return found
     }
 
-    package func store(_ entry: Entry, for name: String) {
+    /// `usableUntil`: the notAfter of the server certificate the session was verified with. A resumed
+    /// session carries that certificate (and the tickets issued on it carry it on), and a client refuses
+    /// a resumption whose certificate has expired (`PeerVerification.checkResumed`); so past it, the
+    /// entry is not offered and the next connection makes a full handshake, which sees the server's
+    /// current certificate. That matters once a server keeps its tickets across a renewal.
+    package func store(_ entry: Entry, for name: String, usableUntil: Date? = nil) {
         // Whatever this replaces or evicts is released after the lock is dropped.
         var released: [Entry] = []
         lock.withLock {
             nextStamp += 1
-            if let old = entries.updateValue((entry, nextStamp), forKey: name) {
+            if let old = entries.updateValue((entry, nextStamp, usableUntil), forKey: name) {
                 released.append(old.entry)
             } else if entries.count > capacity, let oldest = entries.min(by: { $0.value.stamp < $1.value.stamp }) {
                 released.append(oldest.value.entry)

@@ -23,9 +23,10 @@ struct PKIWriterTests {
                                                days: 30, force: false)
         let layout = PKIDirectoryLayout(directory: directory)
         #expect(written == [layout.caCertificate, layout.caKey, layout.intermediateCertificate, layout.intermediateKey,
-                            layout.serverCertificate, layout.serverKey, layout.clientCertificate, layout.clientKey])
+                            layout.serverCertificate, layout.serverKey, layout.clientCertificate, layout.clientKey, layout.crl])
         #expect(written.map { ($0 as NSString).lastPathComponent }
-                == ["ca.pem", "ca.key", "intermediate.pem", "intermediate.key", "server.pem", "server.key", "client.pem", "client.key"])
+                == ["ca.pem", "ca.key", "intermediate.pem", "intermediate.key", "server.pem", "server.key", "client.pem", "client.key",
+                    "crl.pem"])
         for path in written {
             #expect(try mode(path) == (path.hasSuffix(".key") ? 0o600 : 0o644), "\(path)")
             if path.hasSuffix(".key") {
@@ -101,7 +102,7 @@ struct PKIWriterTests {
         // A key made world-readable is rewritten with 0600 when forced.
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: layout.caKey)
         let rewritten = try initialize(force: true)
-        #expect(rewritten.count == 8)
+        #expect(rewritten.count == 9)
         #expect(try String(contentsOfFile: layout.caCertificate, encoding: .utf8) != firstCA)
         #expect(try mode(layout.caKey) == 0o600)
     }

@@ -12,7 +12,8 @@ import TestSupport
 /// reconnect in a loop with their own reloading credentials, plus one connection that stays open
 /// and keeps echoing throughout. While they run:
 ///
-/// 1. the server's leaf is renewed by renaming new files into place (the watch picks it up);
+/// 1. the server's leaf is renewed by renaming new files into place (the watch picks it up; the
+///    clients keep resuming the tickets issued before, a new client sees the new leaf);
 /// 2. client A's leaf is renewed the same way (A's own watch);
 /// 3. client C is revoked: a CRL listing it is renamed over the server's crl.pem;
 /// 4. the server's certificate file is replaced by garbage, then restored;
@@ -40,21 +41,52 @@ struct LifecycleTests {
     }
 }
 
-/// One pair's run: the setup, the steps, the checks and the timings.
-private final class LifecycleRun: @unchecked Sendable {
-    let pair: LifecycleTests.Pair
-    let pki: RenewablePKI
-    let serverFiles: CredentialDirectory
-    let serverLogs = LogRecorder()
-    let server: ReloadingContext
-    let serverReloads: ReloadLog
-    let serverTriggers: ReloadTriggers
+/// A reloading server with its file watch, echoing on a loopback port and recording who connected,
+/// and the loops its clients run on. `shutdown` stops it all.
+final class ServerUnderTraffic: @unchecked Sendable {
+    let logs = LogRecorder()
+    let reloading: ReloadingContext
+    let reloads: ReloadLog
+    let triggers: ReloadTriggers
     let group = LoopGroup(count: 2)
     let clientGroup = LoopGroup(count: 1)
     let listener: TCPServer
-    let accepted = Shared<[ServerSide]>([])
+    let accepted = Shared<[LifecycleRun.ServerSide]>([])
+
+    init(backend: any TLSBackend, configuration: TLSConfiguration) throws {
+        reloading = try ReloadingContext(backend: backend, configuration: configuration, logger: logs.logger("server"))
+        reloads = ReloadLog(reloading)
+        triggers = ReloadTriggers(reloading)
+        triggers.start()
+        let accepted = self.accepted
+        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: reloading.provider) {
+            RecordingEcho(accepted)
+        }
+    }
+
+    func shutdown() {
+        triggers.stop()
+        listener.shutdown(graceful: false)
+        group.shutdown()
+        clientGroup.shutdown()
+    }
+}
+
+/// One pair's run: the setup, the steps, the checks and the timings.
+final class LifecycleRun: @unchecked Sendable {
+    let pair: LifecycleTests.Pair
+    let pki: RenewablePKI
+    let serverFiles: CredentialDirectory
+    let site: ServerUnderTraffic
     var clients: [TrafficClient] = []
     var timings: [(String, String)] = []
+    var server: ReloadingContext { site.reloading }
+    var serverLogs: LogRecorder { site.logs }
+    var serverReloads: ReloadLog { site.reloads }
+    var serverTriggers: ReloadTriggers { site.triggers }
+    var clientGroup: LoopGroup { site.clientGroup }
+    var listener: TCPServer { site.listener }
+    var accepted: Shared<[ServerSide]> { site.accepted }
 
     struct ServerSide: Sendable {
         let at: Date
@@ -66,30 +98,14 @@ private final class LifecycleRun: @unchecked Sendable {
     init(pair: LifecycleTests.Pair) throws {
         self.pair = pair
         pki = try RenewablePKI()
-        serverFiles = try CredentialDirectory(prefix: "mtls-lifecycle-server")
-        try serverFiles.install(try pki.server(), as: "server")
-        try serverFiles.replace("ca.pem", pki.root.certificatePEM)
-        try serverFiles.replace("crl.pem", try CRLFactory.make(by: pki.root))
-        var configuration = TLSConfiguration.mtlsServer(
-            identity: .pem(certificateChain: .file(serverFiles.file("server.pem")), privateKey: .file(serverFiles.file("server.key"))),
-            trustRoots: [.file(serverFiles.file("ca.pem"))])
-        configuration.crls = [.file(serverFiles.file("crl.pem"))]
-        server = try ReloadingContext(backend: pair.server, configuration: configuration, logger: serverLogs.logger("server"))
-        serverReloads = ReloadLog(server)
-        serverTriggers = ReloadTriggers(server)
-        serverTriggers.start()
-        let accepted = self.accepted
-        listener = try TCPServer(group: group, listen: HostAndPort(host: "127.0.0.1", port: 0), contexts: server.provider) {
-            RecordingEcho(accepted)
-        }
+        let configuration: TLSConfiguration
+        (serverFiles, configuration) = try pki.serverFiles(prefix: "mtls-lifecycle-server")
+        site = try ServerUnderTraffic(backend: pair.server, configuration: configuration)
     }
 
     deinit {
         clients.forEach { $0.stop() }
-        serverTriggers.stop()
-        listener.shutdown(graceful: false)
-        group.shutdown()
-        clientGroup.shutdown()
+        site.shutdown()
     }
 
     func execute() throws {
@@ -100,8 +116,10 @@ private final class LifecycleRun: @unchecked Sendable {
         let longLived = try KeepAlive(context: b.reloading.context, loop: clientGroup.loops[0], port: listener.port)
         clients.forEach { $0.start() }
         longLived.start()
-        usleep(600_000)
-        try #require(clients.allSatisfy { $0.succeeded > 0 }, "no traffic at the start: \(clients.map(\.summary))")
+        // Every client's first handshake before the first change; a wait, not a measurement (under a
+        // sanitizer on a busy machine the first handshakes take seconds).
+        try #require(eventually(seconds: 60) { clients.allSatisfy { $0.succeeded > 0 } },
+                     "no traffic at the start: \(clients.map(\.summary))")
 
         // 1. The server's leaf, renamed into place (certificate, then key 50 ms later).
         let renewed = try pki.server()
@@ -112,10 +130,10 @@ private final class LifecycleRun: @unchecked Sendable {
         let afterKey = Date()
         try #require(eventually { self.serverReloads.replacements.count == 1 }, "the watch did not reload: \(serverLogs.lines)")
         let reload1 = serverReloads.replacements[0].finishedAt
-        try #require(eventually { self.clients.contains { $0.firstSeen(serverLeaf: renewed.certificateDER) != nil } })
-        let seen1 = clients.compactMap { $0.firstSeen(serverLeaf: renewed.certificateDER) }.min()!
+        // The clients keep resuming their tickets (kept across the renewal); a new client sees the new leaf.
+        let seen1 = try #require(newClientSees(serverLeaf: renewed.certificateDER), "no new client saw the renewed leaf")
         record("server leaf renewed (rename, watch)",
-               "reloaded \(ms(reload1, since: afterKey)) after the key's rename (\(ms(reload1, since: t0)) after the certificate's); first client handshake on it \(ms(seen1, since: afterKey))")
+               "reloaded \(ms(reload1, since: afterKey)) after the key's rename (\(ms(reload1, since: t0)) after the certificate's); a new client's handshake on it \(ms(seen1, since: afterKey))")
 
         // 2. Client A's leaf, renamed into place in A's directory.
         let renewedA = try pki.client("client-A")
@@ -129,11 +147,14 @@ private final class LifecycleRun: @unchecked Sendable {
                "A reloaded \(ms(reloadA, since: t0)) after the rename; server saw A's new certificate \(ms(sawA, since: t0))")
 
         // 3. Revoke C: a CRL listing it, renamed over crl.pem.
-        let revokingCRL = try CRLFactory.make(by: pki.root, revoking: [c.certificate])
+        let revokingCRL = try CRLFactory.make(by: pki.root, revoking: [c.certificate!])
         t0 = Date()
         try serverFiles.replace("crl.pem", revokingCRL)
         try #require(eventually { self.serverReloads.replacements.count == 2 }, "the CRL was not loaded: \(serverLogs.lines)")
         let revocationLoaded = serverReloads.replacements[1].finishedAt
+        // The new context is swapped in between the reload's start and its finishedAt (which comes
+        // after logging): only connections over before the start certainly used the old one.
+        let revocationStarted = revocationLoaded.addingTimeInterval(-serverReloads.replacements[1].duration)
         #expect(server.served.crlEntries == 1)
         try #require(eventually { c.firstFailure != nil }, "C was never refused: \(c.summary)")
         let refused = c.firstFailure!
@@ -170,10 +191,9 @@ private final class LifecycleRun: @unchecked Sendable {
             return
         }
         let returned = Date()
-        try #require(eventually { self.clients.contains { $0.firstSeen(serverLeaf: renewedAgain.certificateDER) != nil } })
-        let seen5 = clients.compactMap { $0.firstSeen(serverLeaf: renewedAgain.certificateDER) }.min()!
+        let seen5 = try #require(newClientSees(serverLeaf: renewedAgain.certificateDER), "no new client saw the renewed leaf")
         record("server leaf renewed (explicit reload)",
-               "reload call took \(ms(returned, since: t0)); first client handshake on it \(ms(seen5, since: t0))")
+               "reload call took \(ms(returned, since: t0)); a new client's handshake on it \(ms(seen5, since: t0))")
         usleep(300_000)
 
         // The end: stop the clients, then check the long-lived connection is still there.
@@ -186,7 +206,7 @@ private final class LifecycleRun: @unchecked Sendable {
             #expect(client.failed == 0, "client \(client.name) saw failed handshakes: \(client.failures.prefix(3))")
             #expect(client.succeeded > 20, "\(client.summary)")
         }
-        let before = c.attempts.filter { $0.finished < revocationLoaded }
+        let before = c.attempts.filter { $0.finished < revocationStarted }
         #expect(before.allSatisfy { $0.ok }, "C failed before its revocation was loaded: \(before.filter { !$0.ok }.prefix(3))")
         let after = c.attempts.filter { $0.started > revocationLoaded }
         #expect(!after.isEmpty && after.allSatisfy { !$0.ok }, "C got in after its revocation: \(after.filter(\.ok).count) of \(after.count)")
@@ -200,17 +220,40 @@ private final class LifecycleRun: @unchecked Sendable {
 
     private func record(_ step: String, _ text: String) { timings.append((step, text)) }
 
+    private func newClientSees(serverLeaf der: [UInt8]) -> Date? {
+        firstFreshHandshake(seeing: der, backend: pair.client, configuration: clients[1].reloading.configuration,
+                            group: clientGroup, port: listener.port)
+    }
+
     private func firstServerSaw(clientLeaf der: [UInt8]) -> Date? {
         accepted.current.first { $0.clientLeafDER == der }?.at
     }
 }
 
-private func ms(_ date: Date, since start: Date) -> String {
+func ms(_ date: Date, since start: Date) -> String {
     String(format: "%.0f ms", date.timeIntervalSince(start) * 1000)
 }
 
+/// When a client without tickets (a fresh context of `configuration`) first got `der` as the
+/// server's leaf, trying until it does (nil after 10 s). Clients that keep resuming across a
+/// renewal see the certificate of their first handshake; a new client sees what is served now.
+func firstFreshHandshake(seeing der: [UInt8], backend: any TLSBackend, configuration: TLSConfiguration,
+                         group: LoopGroup, port: Int) -> Date? {
+    let deadline = Date().addingTimeInterval(10)
+    while Date() < deadline {
+        guard let context = try? backend.makeContext(configuration) else { return nil }
+        let handler = PingClient()
+        TCPClient.connect(on: group.next(), to: HostAndPort(host: "127.0.0.1", port: port), tls: context) { handler }
+        if handler.done.wait(timeout: .now() + 10) == .success, handler.outcome.current.serverLeafDER == der {
+            return Date()
+        }
+        usleep(10_000)
+    }
+    return nil
+}
+
 /// The server's handler: echoes, and records who connected and who was refused.
-private final class RecordingEcho: ConnectionHandler, @unchecked Sendable {
+final class RecordingEcho: ConnectionHandler, @unchecked Sendable {
     let accepted: Shared<[LifecycleRun.ServerSide]>
     init(_ accepted: Shared<[LifecycleRun.ServerSide]>) { self.accepted = accepted }
 
@@ -231,7 +274,7 @@ private final class RecordingEcho: ConnectionHandler, @unchecked Sendable {
 
 /// One client: its own credential files, reloading context and watch, and a thread that connects,
 /// exchanges a ping, and closes, again and again.
-private final class TrafficClient: @unchecked Sendable {
+final class TrafficClient: @unchecked Sendable {
     struct Attempt: Sendable {
         let started: Date
         let finished: Date
@@ -242,12 +285,15 @@ private final class TrafficClient: @unchecked Sendable {
     }
 
     let name: String
-    let files: CredentialDirectory
+    /// The client's own directory, when it has one.
+    private(set) var ownFiles: CredentialDirectory?
+    var files: CredentialDirectory { ownFiles! }
     let logs = LogRecorder()
     let reloading: ReloadingContext
     let reloads: ReloadLog
     let triggers: ReloadTriggers
-    let certificate: IssuedCertificate
+    /// The leaf it starts with, when the test made it.
+    let certificate: IssuedCertificate?
     private let group: LoopGroup
     private let port: Int
     private let recorded = Shared<[Attempt]>([])
@@ -255,17 +301,26 @@ private final class TrafficClient: @unchecked Sendable {
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
-    init(name: String, pki: RenewablePKI, backend: any TLSBackend, group: LoopGroup, port: Int) throws {
+    /// A client with its own directory: its own leaf from `pki` and the root.
+    convenience init(name: String, pki: RenewablePKI, backend: any TLSBackend, group: LoopGroup, port: Int) throws {
+        let files = try CredentialDirectory(prefix: "mtls-lifecycle-client-\(name)")
+        let certificate = try pki.client("client-\(name)")
+        try files.install(certificate, as: "client")
+        try files.replace("ca.pem", pki.root.certificatePEM)
+        try self.init(name: name, directory: files.path, certificate: certificate, backend: backend, group: group, port: port)
+        self.ownFiles = files
+    }
+
+    /// A client of the client.pem, client.key and ca.pem of `directory` (shared with other clients).
+    init(name: String, directory: String, certificate: IssuedCertificate?, backend: any TLSBackend, group: LoopGroup, port: Int) throws {
         self.name = name
         self.group = group
         self.port = port
-        files = try CredentialDirectory(prefix: "mtls-lifecycle-client-\(name)")
-        certificate = try pki.client("client-\(name)")
-        try files.install(certificate, as: "client")
-        try files.replace("ca.pem", pki.root.certificatePEM)
+        self.certificate = certificate
+        let file = { (name: String) in (directory as NSString).appendingPathComponent(name) }
         let configuration = TLSConfiguration.mtlsClient(
-            identity: .pem(certificateChain: .file(files.file("client.pem")), privateKey: .file(files.file("client.key"))),
-            trustRoots: [.file(files.file("ca.pem"))], serverName: "localhost")
+            identity: .pem(certificateChain: .file(file("client.pem")), privateKey: .file(file("client.key"))),
+            trustRoots: [.file(file("ca.pem"))], serverName: "localhost")
         reloading = try ReloadingContext(backend: backend, configuration: configuration, logger: logs.logger("client-\(name)"))
         reloads = ReloadLog(reloading)
         triggers = ReloadTriggers(reloading)
@@ -324,7 +379,7 @@ private final class TrafficClient: @unchecked Sendable {
 }
 
 /// Connects, sends "ping", waits for the echo, closes.
-private final class PingClient: ConnectionHandler, @unchecked Sendable {
+final class PingClient: ConnectionHandler, @unchecked Sendable {
     struct Outcome: Sendable {
         var error: String?
         var serverLeafDER: [UInt8]?
@@ -361,7 +416,7 @@ private final class PingClient: ConnectionHandler, @unchecked Sendable {
 }
 
 /// One connection opened at the start and kept for the whole run, echoing a tick every 100 ms.
-private final class KeepAlive: ConnectionHandler, @unchecked Sendable {
+final class KeepAlive: ConnectionHandler, @unchecked Sendable {
     struct Result: Sendable {
         var echoes = 0
         var error: String?

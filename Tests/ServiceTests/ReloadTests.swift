@@ -12,14 +12,7 @@ struct ReloadTests {
     /// server.pem/.key, ca.pem and crl.pem in a fresh directory, and a reloading server context over them.
     private func serverSetup(_ backend: ServiceBackend, pki: RenewablePKI, logs: LogRecorder,
                              p12Password: String? = nil) throws -> (CredentialDirectory, ReloadingContext) {
-        let files = try CredentialDirectory()
-        try files.install(try pki.server(), as: "server")
-        try files.replace("ca.pem", pki.root.certificatePEM)
-        try files.replace("crl.pem", try CRLFactory.make(by: pki.root))
-        var configuration = TLSConfiguration.mtlsServer(
-            identity: .pem(certificateChain: .file(files.file("server.pem")), privateKey: .file(files.file("server.key"))),
-            trustRoots: [.file(files.file("ca.pem"))])
-        configuration.crls = [.file(files.file("crl.pem"))]
+        var (files, configuration) = try pki.serverFiles()
         if let p12Password {
             try makePKCS12(files, password: p12Password)
             configuration.identity = .pkcs12(.file(files.file("server.p12")), password: p12Password)

@@ -98,6 +98,22 @@ struct RenewablePKI: Sendable {
     }
 }
 
+extension RenewablePKI {
+    /// server.pem/.key (a new leaf valid for `validFor`), ca.pem and an empty crl.pem in a fresh
+    /// directory, and the server configuration that reads them.
+    func serverFiles(prefix: String = "mtls-service", validFor: TimeInterval = 86400) throws -> (CredentialDirectory, TLSConfiguration) {
+        let files = try CredentialDirectory(prefix: prefix)
+        try files.install(try server(validFor: validFor), as: "server")
+        try files.replace("ca.pem", root.certificatePEM)
+        try files.replace("crl.pem", try CRLFactory.make(by: root))
+        var configuration = TLSConfiguration.mtlsServer(
+            identity: .pem(certificateChain: .file(files.file("server.pem")), privateKey: .file(files.file("server.key"))),
+            trustRoots: [.file(files.file("ca.pem"))])
+        configuration.crls = [.file(files.file("crl.pem"))]
+        return (files, configuration)
+    }
+}
+
 /// Waits until `condition` holds, polling every 10 ms; false after `seconds`.
 func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
