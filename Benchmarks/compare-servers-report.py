@@ -56,6 +56,9 @@ class Runs:
     def __init__(self, rows):
         self.handshakes = [r for r in rows if r.get("kind") == "handshakes"]
         self.echo = [r for r in rows if r.get("kind") == "echo"]
+        self.accepting_foreign = [r["server"] for r in rows
+                                  if r.get("kind") == "check" and r.get("refusesForeignClientCertificate") != "yes"]
+        self.checked = any(r.get("kind") == "check" for r in rows)
         self.servers = []
         for r in self.handshakes:
             if r["server"] not in self.servers:
@@ -298,6 +301,10 @@ def main():
     if loads:
         lines.append(f"Load average (1 min) after each run, other work on the machine included: median {statistics.median(loads):.1f}, "
                      f"range {min(loads):.1f}–{max(loads):.1f}.")
+    if runs.checked:
+        lines.append("Before the loads, each server was offered a client certificate from another CA (curl): "
+                     + ("every one refused it." if not runs.accepting_foreign
+                        else "**accepted by " + ", ".join(runs.accepting_foreign) + "**, which therefore verify less."))
     lines += handshake_tables(runs)
     lines += echo_table(runs, settings.echo_bytes)
     lines += target_lines(runs)

@@ -159,7 +159,9 @@ s_server=(openssl s_server -accept "{port}" -cert "$pki/server.pem" -key "$pki/s
           -Verify 1 -verify_return_error -WWW -quiet)
 add_server "openssl s_server" on hello "${s_server[@]}"
 add_server "openssl s_server, no tickets" off hello "${s_server[@]}" -no_ticket
-gnutls_serv=(gnutls-serv --http --require-client-cert --x509cafile "$pki/ca.pem" --x509certfile "$pki/server.pem"
+# --verify-client-cert: with --require-client-cert alone, gnutls-serv 3.7 takes a client certificate from any CA
+# without verifying it, which would spare it the chain verification every other server here does.
+gnutls_serv=(gnutls-serv --http --require-client-cert --verify-client-cert --x509cafile "$pki/ca.pem" --x509certfile "$pki/server.pem"
              --x509keyfile "$pki/server.key" -p "{port}" -q)
 add_server "gnutls-serv" on "" "${gnutls_serv[@]}"
 add_server "gnutls-serv, no tickets" off "" "${gnutls_serv[@]}" --noticket
@@ -183,6 +185,19 @@ for backend in openssl gnutls; do
 done
 add_echo "SwiftNIO + NIOSSL" "$nio" --pki "$pki" --port "{port}" --echo
 add_echo "Go crypto/tls" "$go_server" -pki "$pki" -listen "127.0.0.1:{port}" -echo
+
+# Every server must refuse a client certificate from another CA: one that does not verify the chain would be
+# compared on less work. curl presents the other PKI's client certificate and trusts our CA; refusing means no
+# reply at all (the handshake failed) or an error status (nginx finishes the handshake and answers 400).
+: > "$work/checks.jsonl"
+"$mtls" pki init --out "$work/other-pki" --key-type ecdsa-p256 >/dev/null
+for name in "${servers[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$pki/ca.pem" --cert "$work/other-pki/client.pem" \
+        --key "$work/other-pki/client.key" "https://localhost:${port[$name]}/hello" || true)
+    refused=yes
+    [[ $code == 2* ]] && { refused=no; echo "warning: $name accepted a client certificate from another CA" >&2; }
+    printf '{"kind": "check", "server": "%s", "refusesForeignClientCertificate": "%s"}\n' "$name" "$refused" >> "$work/checks.jsonl"
+done
 
 loads=()
 for load in "blocking full" "blocking resumed" "in-flight full" "in-flight resumed"; do
@@ -241,6 +256,7 @@ PY
     done
 done
 elapsed=$(( $(date +%s) - started ))
+cat "$work/checks.jsonl" >> "$results"
 [ -n "$keep" ] && mkdir -p "$keep" && cp "$results" "$keep/results.jsonl"
 
 # Every server must still be alive: one that died mid-run would show up as errors, not as a figure.
