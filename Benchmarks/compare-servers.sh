@@ -23,14 +23,18 @@
 #
 # Usage: Benchmarks/compare-servers.sh [--rounds 3] [--duration 4] [--threads 4] [--concurrency 32]
 #            [--echo-bytes 67108864] [--client-backend openssl] [--tls 1.3] [--keep DIR] [--no-build]
-#            [--only LABEL_REGEX] [--loads 'blocking full,blocking resumed,in-flight full,in-flight resumed,echo']
+#            [--also-mtls LABEL=PATH ...] [--no-write] [--only LABEL_REGEX]
+#            [--loads 'blocking full,blocking resumed,in-flight full,in-flight resumed,echo']
 # --only keeps the servers whose label matches; --loads keeps some load shapes (echo included), e.g. to rerun the
-# key comparison alone. --keep DIR saves the raw results (one JSON object per run) for compare-servers-report.py.
+# key comparison alone. --also-mtls adds the hello-server of another mtls build (both backends, tickets on),
+# labelled "LABEL openssl" and "LABEL gnutls", to compare two builds against the others in the same run.
+# --no-write prints the tables without touching BENCHMARKS.md and the chart. --keep DIR saves the raw results
+# (one JSON object per run) for compare-servers-report.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=3 duration=4 threads=4 concurrency=32 echo_bytes=$((64 << 20)) client_backend=openssl tls=1.3
-keep="" build=1 only="" selected_loads="blocking full,blocking resumed,in-flight full,in-flight resumed,echo"
+keep="" build=1 only="" write=--write also=() selected_loads="blocking full,blocking resumed,in-flight full,in-flight resumed,echo"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
         --tls) tls=$2; shift 2 ;;
         --keep) keep=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-write) write=""; shift ;;
+        --also-mtls) also+=("$2"); shift 2 ;;
         --only) only=$2; shift 2 ;;
         --loads) selected_loads=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
@@ -137,6 +143,12 @@ for backend in openssl gnutls; do
     add_server "swift-mtls $backend" on hello $(ours $backend)
     # shellcheck disable=SC2046
     add_server "swift-mtls $backend, no tickets" off hello $(ours $backend) --no-session-tickets
+done
+for extra in "${also[@]}"; do
+    for backend in openssl gnutls; do
+        add_server "${extra%%=*} $backend" on hello "${extra#*=}" hello-server --backend $backend --pki "$pki" \
+            --listen "127.0.0.1:{port}" --log-level error
+    done
 done
 add_server "SwiftNIO + NIOSSL" on hello "$nio" --pki "$pki" --port "{port}"
 add_server "Go crypto/tls" on hello "$go_server" -pki "$pki" -listen "127.0.0.1:{port}"
@@ -264,4 +276,4 @@ for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || echo "warning: server 
 
 python3 Benchmarks/compare-servers-report.py "$results" --rounds "$rounds" --duration "$duration" --threads "$threads" \
     --concurrency "$concurrency" --echo-bytes "$echo_bytes" --client-backend "$client_backend" --tls "$tls" \
-    --elapsed "$elapsed" --write
+    --elapsed "$elapsed" $write
