@@ -8,7 +8,8 @@ per handshake (from `mtls bench handshakes --server-pid`), each share is also sh
 Each sample goes to the first matching category, looking at the whole call chain, and libc frames
 (memcpy, strcmp, malloc, locks) count for whoever called them. Debian's libcrypto has no symbols for its
 static functions, so OpenSSL's share is split by the exported functions on the chain (OSSL_DECODER_*,
-EC_POINT_mul, X509_verify_cert, ...). Two more lines count time in malloc/free and in pthread locks,
+EC_POINT_mul, X509_verify_cert, ...). GnuTLS's share is split by library: Nettle, Hogweed and GMP do its
+cryptography, libtasn1 its ASN.1 decoding, libgnutls the rest. Two more lines count time in malloc/free and in pthread locks,
 whoever the caller."""
 import collections, re, sys
 
@@ -48,10 +49,23 @@ def category(frames):
         if has('X509_verify_cert'):
             return 'OpenSSL: chain verification, non-crypto part'
         return 'OpenSSL: other (state machine, records, key schedule, fetches, ASN.1)'
+    if dso.startswith(('libnettle', 'libhogweed', 'libgmp')):
+        return 'GnuTLS: crypto (Nettle, Hogweed, GMP)'
+    if dso.startswith(('libgnutls', 'libtasn1', 'libp11-kit', 'libidn2', 'libunistring')):
+        if has('gnutls_session_ticket', '_gnutls_encrypt_session_ticket', '_gnutls_decrypt_session_ticket',
+               'gnutls_session_pack', 'gnutls_session_unpack', '_gnutls_session_pack', '_gnutls_session_unpack'):
+            return 'GnuTLS: session tickets'
+        if has('verify_crt', 'trust_list_verify'):
+            return 'GnuTLS: chain verification, non-crypto part'
+        if dso.startswith('libtasn1'):
+            return 'GnuTLS: ASN.1 decoding (libtasn1)'
+        return 'GnuTLS: other (state machine, records, key schedule, priorities)'
     if dso.startswith('libuv'):
         return 'libuv'
     if has('TLSBackendOpenSSL'):
         return 'Swift: OpenSSL backend (ours)'
+    if has('TLSBackendGnuTLS'):
+        return 'Swift: GnuTLS backend (ours)'
     if has('PeerIdentity'):
         return 'Swift: PeerIdentity (TLSContract)'
     if has('HTTPHello', 'HelloConnection', '4Apps'):

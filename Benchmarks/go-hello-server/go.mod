@@ -1,0 +1,3 @@
+module go-hello-server
+
+go 1.19
