@@ -64,24 +64,6 @@ final class ServerProcess: @unchecked Sendable {
     func stop() { child.terminate() }
 }
 
-/// Polls until something accepts TCP connections on 127.0.0.1:`port` (a start-up guard, not a measurement).
-func waitUntilAccepting(port: Int, attempts: Int = 200) -> Bool {
-    for _ in 0..<attempts {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let status = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        close(fd)
-        if status == 0 { return true }
-        usleep(50_000)
-    }
-    return false
-}
-
 /// A port that was free a moment ago, for external servers that cannot pick their own.
 func freePort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

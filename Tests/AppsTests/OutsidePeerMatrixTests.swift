@@ -280,7 +280,7 @@ enum OutsideServer: String, CaseIterable, Sendable, Codable {
         switch self {
         case .opensslSServer: return executableOnPath("openssl") == nil ? "openssl is not on the PATH" : nil
         case .gnutlsServ: return executableOnPath("gnutls-serv") == nil ? "gnutls-serv is not on the PATH" : nil
-        case .nginx: return NginxServer.executable == nil ? "nginx is not installed (scripts/install-deps installs it)" : nil
+        case .nginx: return Nginx.executable == nil ? "nginx is not installed (scripts/install-deps installs it)" : nil
         case .go: return OutsidePeers.go.isAvailable ? nil : OutsidePeers.go.unavailableReason
         case .java: return OutsidePeers.java.isAvailable ? nil : OutsidePeers.java.unavailableReason
         case .node: return OutsidePeers.node.isAvailable ? nil : OutsidePeers.node.unavailableReason
@@ -320,7 +320,7 @@ enum OutsideServer: String, CaseIterable, Sendable, Codable {
                 usleep(25_000)
             }
         }
-        return CellOutcome(client: result, serverLog: server.log + NginxServer.errorLog(scratch))
+        return CellOutcome(client: result, serverLog: server.log + Nginx.errorLog(scratch))
     }
 
     /// Servers that cannot listen on port 0 and say which port they got are given `freePort()`, which
@@ -374,29 +374,13 @@ enum OutsideServer: String, CaseIterable, Sendable, Codable {
     }
 }
 
-/// nginx in the foreground, one process, everything it writes in a scratch directory.
+/// nginx with our server certificate, requiring a client certificate from `clientCA`.
 enum NginxServer {
-    static let executable: String? = executableOnPath("nginx")
-        ?? ["/usr/sbin/nginx", "/usr/local/sbin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
-
     static func start(cert: String, key: String, clientCA: String, version: PeerTLSVersion,
                       scratch: TemporaryDirectory) throws -> ServerProcess {
-        guard let executable else { throw ToolError("nginx is not installed") }
+        guard let executable = Nginx.executable else { throw ToolError("nginx is not installed") }
         let port = freePort()
-        let config = try scratch.write("nginx.conf", """
-            daemon off;
-            master_process off;
-            worker_processes 1;
-            error_log \(scratch.path)/error.log info;
-            pid \(scratch.path)/nginx.pid;
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                client_body_temp_path \(scratch.path)/body;
-                proxy_temp_path \(scratch.path)/proxy;
-                fastcgi_temp_path \(scratch.path)/fastcgi;
-                uwsgi_temp_path \(scratch.path)/uwsgi;
-                scgi_temp_path \(scratch.path)/scgi;
+        let config = try Nginx.writeConfiguration(scratch: scratch, server: """
                 server {
                     listen 127.0.0.1:\(port) ssl;
                     ssl_certificate \(cert);
@@ -409,15 +393,8 @@ enum NginxServer {
                         return 200 "hello from nginx, $ssl_client_s_dn\\n";
                     }
                 }
-            }
             """)
-        return try ServerProcess(executable, ["-p", scratch.path, "-e", scratch.path + "/error.log", "-c", config],
-                                 port: port)
-    }
-
-    /// nginx's error log in `scratch`, if it wrote one.
-    static func errorLog(_ scratch: TemporaryDirectory) -> String {
-        (try? String(contentsOfFile: scratch.file("error.log"), encoding: .utf8)).map { "\n--- nginx error.log:\n" + $0 } ?? ""
+        return try ServerProcess(executable, Nginx.arguments(configuration: config, scratch: scratch), port: port)
     }
 }
 

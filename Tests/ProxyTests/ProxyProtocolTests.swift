@@ -53,7 +53,7 @@ extension ProxySuite {
         }
 
         @Test("nginx, listening with proxy_protocol, reads the client's and the proxy's addresses from our header",
-              .enabled(if: NginxProxyProtocolTarget.executable != nil, "nginx is not installed (scripts/install-deps installs it)"))
+              .enabled(if: Nginx.executable != nil, "nginx is not installed (scripts/install-deps installs it)"))
         func nginxReadsTheHeader() throws {
             let scratch = try TemporaryDirectory(prefix: "mtls-proxy-nginx")
             let nginx = try NginxProxyProtocolTarget(scratch: scratch)
@@ -132,31 +132,16 @@ struct ParsedProxyHeader {
 
 /// nginx as a plain HTTP target that requires a PROXY protocol header and answers with what it read.
 final class NginxProxyProtocolTarget {
-    static let executable: String? = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
-
     let port: Int
     private let process: ChildProcess
     private let scratch: TemporaryDirectory
 
     init(scratch: TemporaryDirectory) throws {
         self.scratch = scratch
-        guard let executable = Self.executable else { throw CocoaError(.fileNoSuchFile) }
+        guard let executable = Nginx.executable else { throw ProxyTestFailure("nginx is not installed") }
         // nginx cannot pick its own port: take one the kernel hands out and free it just before nginx binds it.
         port = try ClosedPort().port
-        let config = try scratch.write("nginx.conf", """
-            daemon off;
-            master_process off;
-            worker_processes 1;
-            error_log \(scratch.path)/error.log info;
-            pid \(scratch.path)/nginx.pid;
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                client_body_temp_path \(scratch.path)/body;
-                proxy_temp_path \(scratch.path)/proxy;
-                fastcgi_temp_path \(scratch.path)/fastcgi;
-                uwsgi_temp_path \(scratch.path)/uwsgi;
-                scgi_temp_path \(scratch.path)/scgi;
+        let config = try Nginx.writeConfiguration(scratch: scratch, server: """
                 server {
                     listen 127.0.0.1:\(port) proxy_protocol;
                     location / {
@@ -164,35 +149,15 @@ final class NginxProxyProtocolTarget {
                         return 200 "client=$proxy_protocol_addr:$proxy_protocol_port server=$proxy_protocol_server_addr:$proxy_protocol_server_port\\n";
                     }
                 }
-            }
             """)
-        process = try ChildProcess(executable, ["-p", scratch.path, "-e", scratch.path + "/error.log", "-c", config])
-        guard Self.waitUntilAccepting(port) else {
+        process = try ChildProcess(executable, Nginx.arguments(configuration: config, scratch: scratch))
+        guard waitUntilAccepting(port: port) else {
             process.terminate()
-            throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "nginx did not start\(errorLog)"])
+            throw ProxyTestFailure("nginx did not start\(errorLog)")
         }
     }
 
-    var errorLog: String {
-        (try? String(contentsOfFile: scratch.path + "/error.log", encoding: .utf8)).map { "\n--- nginx error.log:\n" + $0 } ?? ""
-    }
+    var errorLog: String { Nginx.errorLog(scratch) }
 
     func stop() { process.terminate() }
-
-    private static func waitUntilAccepting(_ port: Int) -> Bool {
-        for _ in 0..<200 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let status = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            close(fd)
-            if status == 0 { return true }
-            usleep(50_000)
-        }
-        return false
-    }
 }
