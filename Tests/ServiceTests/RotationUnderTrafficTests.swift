@@ -78,8 +78,11 @@ private final class RotationRun: @unchecked Sendable {
         try #require(eventually { everyone.allSatisfy { $0.served.trustRoots.count == 2 } },
                      "not every side loaded the bundle: \(site.logs.lines)")
         let bundleLoaded = Date()
+        // The reload's event is recorded just after its context is swapped in.
+        let serverReload = try #require(eventually { !site.reloads.replacements.isEmpty } ? site.reloads.replacements.last : nil,
+                                        "the server's reload was not recorded: \(site.logs.lines)")
         record("1. rotate begin (bundle old + new)",
-               "server reloaded \(ms(site.reloads.replacements.last!.finishedAt, since: t0)), every side \(ms(bundleLoaded, since: t0)) after the write")
+               "server reloaded \(ms(serverReload.finishedAt, since: t0)), every side \(ms(bundleLoaded, since: t0)) after the write")
         usleep(300_000)
 
         // 2. reissue: everyone must come to present a leaf of the new root.
