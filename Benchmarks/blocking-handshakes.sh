@@ -6,15 +6,16 @@
 # to the first server's. Stops every process it started, by PID.
 #
 # Usage: Benchmarks/blocking-handshakes.sh [--rounds 5] [--duration 4] [--threads 4] [--resume]
-#            [--client PATH_TO_MTLS] [--client-backend openssl] [--pki DIR]
+#            [--client PATH_TO_MTLS] [--client-backend openssl] [--pki DIR] [--expect TEXT]
 #            --server 'LABEL=COMMAND' [--server 'LABEL=COMMAND' ...]
+# --expect: the start every reply body must have (default: hello; "" takes any 200 reply, e.g. gnutls-serv --http).
 # COMMAND starts one server in the foreground; {port} and {pki} in it are replaced. For example:
 #   --server "before=/tmp/mtls-before hello-server --pki {pki} --backend openssl --listen 127.0.0.1:{port}"
 #   --server "after=.build/release/mtls hello-server --pki {pki} --backend openssl --listen 127.0.0.1:{port}"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 duration=4 threads=4 resume="" client=$PWD/.build/release/mtls client_backend=openssl pki=""
+rounds=5 duration=4 threads=4 resume="" client=$PWD/.build/release/mtls client_backend=openssl pki="" expect=hello
 labels=() commands=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
         --client) client=$2; shift 2 ;;
         --client-backend) client_backend=$2; shift 2 ;;
         --pki) pki=$2; shift 2 ;;
+        --expect) expect=$2; shift 2 ;;
         --server) labels+=("${2%%=*}"); commands+=("${2#*=}"); shift 2 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
@@ -95,7 +97,7 @@ for round in $(seq 1 "$rounds"); do
         pid_args=()
         for pid in ${cpu_pids[$index]}; do pid_args+=(--server-pid "$pid"); done
         "$client" bench handshakes --pki "$pki" --backend "$client_backend" --target "127.0.0.1:${ports[$index]}" \
-            --blocking --threads "$threads" --duration "$duration" $resume "${pid_args[@]}" \
+            --blocking --threads "$threads" --duration "$duration" $resume "${pid_args[@]}" --expect "$expect" \
             --json "$work/one.json" >/dev/null || true
         python3 - "${labels[$index]}" "$round" "$work/one.json" >> "$results" <<'PY'
 import json, sys
