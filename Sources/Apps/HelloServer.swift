@@ -158,6 +158,8 @@ final class HelloConnection: ConnectionHandler {
 
     func connectionDidEstablish(_ connection: Connection) {
         connection.setDeadline(requestTimeout, for: "the request head")
+        // The line's metadata costs a handful of strings per connection: built only when it is logged.
+        guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = ["peer": "\(connection.remoteAddress)"]
         if let identity = connection.peerIdentity { metadata["identity"] = "\(identity.displayName)" }
         if let negotiated = connection.negotiated {

@@ -175,11 +175,25 @@ private final class ParsedIdentities: @unchecked Sendable {
     static let largestCachedChainBytes = 16 * 1024
 
     private let lock = NSLock()
-    private var identities: [[[UInt8]]: PeerIdentity] = [:]
+    private var identities: [ChainKey: PeerIdentity] = [:]
     private var storedBytes = 0
 
+    /// A chain as a dictionary key, hashed a certificate at a time (`[[UInt8]]`'s own hashing feeds
+    /// the hasher byte by byte: several microseconds per handshake for a two-certificate chain).
+    private struct ChainKey: Hashable {
+        let chain: [[UInt8]]
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(chain.count)
+            for certificate in chain {
+                hasher.combine(certificate.count)
+                certificate.withUnsafeBytes { hasher.combine(bytes: $0) }
+            }
+        }
+    }
+
     func lookup(_ chain: [[UInt8]]) -> PeerIdentity? {
-        lock.withLock { identities[chain] }
+        lock.withLock { identities[ChainKey(chain: chain)] }
     }
 
     func remember(_ identity: PeerIdentity, for chain: [[UInt8]]) {
@@ -191,7 +205,7 @@ private final class ParsedIdentities: @unchecked Sendable {
                 identities.removeAll(keepingCapacity: true)
                 storedBytes = 0
             }
-            if identities.updateValue(identity, forKey: chain) == nil { storedBytes += cost }
+            if identities.updateValue(identity, forKey: ChainKey(chain: chain)) == nil { storedBytes += cost }
         }
     }
 }
