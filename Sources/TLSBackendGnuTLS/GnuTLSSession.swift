@@ -20,8 +20,6 @@ public final class GnuTLSSession: TLSSession {
     /// Clients: the server name the contract's check expects (nil with a pinned key only), and the pin.
     fileprivate let expectedServerName: String?
     fileprivate let pinnedServerPublicKey: [UInt8]?
-    /// Decryption target for gnutls_record_recv, one maximum-size record; freed in deinit.
-    private let scratch: UnsafeMutableRawBufferPointer
 
     fileprivate var inbound = ByteQueue()
     fileprivate var outbound = ByteQueue()
@@ -151,7 +149,6 @@ public final class GnuTLSSession: TLSSession {
         self.expectedServerName = configuration.role == .client ? serverName : nil
         self.pinnedServerPublicKey = configuration.role == .client ? configuration.pinnedServerPublicKey : nil
         self.session = session
-        self.scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.maxRecordPlaintext, alignment: 16)
         self.resumptionName = resumptionName
         self.offeredSavedSession = offered
 
@@ -173,7 +170,6 @@ public final class GnuTLSSession: TLSSession {
 
     deinit {
         gnutls_deinit(session)
-        scratch.deallocate()
     }
 
     /// The client identity the certificate callback offers (see `clientCertificateCallback`).
@@ -325,12 +321,21 @@ public final class GnuTLSSession: TLSSession {
 
     private func decryptAvailable() {
         while failure == nil && !peerClosed && plaintext.count < plaintextLimit {
-            let pulledBefore = pulledCount
-            let count = gnutls_record_recv(session, scratch.baseAddress, scratch.count)
-            if count > 0 {
-                plaintext.append(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
-                continue
+            // Decrypted straight into the plaintext queue, as many records as are in: what is
+            // buffered as ciphertext bounds what it decrypts to, plus a record GnuTLS may hold.
+            let room = min(plaintextLimit - plaintext.count, inbound.count + Self.maxRecordPlaintext)
+            var pulledBefore = pulledCount
+            var count = 0
+            plaintext.append(upTo: room) { buffer in
+                var filled = 0
+                repeat {
+                    pulledBefore = pulledCount
+                    count = gnutls_record_recv(session, buffer.baseAddress! + filled, buffer.count - filled)
+                    if count > 0 { filled += count }
+                } while count > 0 && filled < buffer.count
+                return filled
             }
+            if count > 0 { continue }  // the room is full; there may be more
             if count == 0 {
                 peerClosed = true
                 return

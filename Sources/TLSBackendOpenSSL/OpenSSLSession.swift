@@ -10,6 +10,8 @@ public final class OpenSSLSession: TLSSession {
     public private(set) var negotiated: NegotiatedParameters?
     /// `process()` stops decrypting while this much plaintext waits to be taken.
     public var plaintextLimit = 64 * 1024
+    /// The most plaintext one TLS record carries (RFC 8446 §5.1).
+    private static let maxRecordPlaintext = 16_384
 
     /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive. The context's
     /// callbacks reach its caches through here (the SSL's app data is this session).
@@ -131,6 +133,13 @@ public final class OpenSSLSession: TLSSession {
     public func takeCiphertext(into buffer: inout [UInt8]) {
         let count = pendingCiphertextCount
         guard count > 0 else { return }
+        if buffer.isEmpty {
+            // The loop's case: read straight into a new array, one copy out of the BIO.
+            buffer = [UInt8](unsafeUninitializedCapacity: count) { storage, initialized in
+                initialized = max(0, Int(BIO_read(outbound, storage.baseAddress, Int32(count))))
+            }
+            return
+        }
         // Read into scratch, then append as one contiguous copy: appending `count` zeros first went
         // byte by byte in debug builds (1–3 MB/s through an OpenSSL pair; the stdlib's generic
         // append is not specialized there).
@@ -201,15 +210,21 @@ public final class OpenSSLSession: TLSSession {
 
     private func decrypt() -> TLSProgress {
         if peerClosed { return .peerClosed }
-        let chunk = 16_384
         while plaintext.count < plaintextLimit {
             ERR_clear_error()
-            let received = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: chunk) { buffer -> Int32 in
-                let n = SSL_read(ssl, buffer.baseAddress, Int32(chunk))
-                if n > 0 { plaintext.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<Int(n)])) }
-                return n
+            // Decrypted straight into the plaintext queue, as many records as are in: what is pending
+            // as ciphertext bounds what it decrypts to, plus a record OpenSSL may hold already.
+            let room = min(plaintextLimit - plaintext.count, Int(BIO_ctrl_pending(inbound)) + Self.maxRecordPlaintext)
+            var received: Int32 = 0
+            plaintext.append(upTo: room) { buffer in
+                var filled = 0
+                repeat {
+                    received = SSL_read(ssl, buffer.baseAddress! + filled, Int32(min(buffer.count - filled, Int(Int32.max))))
+                    if received > 0 { filled += Int(received) }
+                } while received > 0 && filled < buffer.count
+                return filled
             }
-            if received > 0 { continue }
+            if received > 0 { continue }  // the room is full; there may be more
             if peerAttemptedRenegotiation {
                 return fail(TLSError(.renegotiationRefused, detail: "the peer sent a ClientHello after the handshake"))
             }

@@ -19,6 +19,24 @@ public struct ByteQueue: Sendable {
         storage.append(contentsOf: bytes)
     }
 
+    /// Lets `fill` write up to `capacity` bytes straight into the queue (a library decrypting into
+    /// it, say) and keeps the count it returns, which must be at most `capacity`. Into an empty
+    /// queue, which is how the loop leaves it after taking everything, this costs no copy at all.
+    @discardableResult
+    public mutating func append(upTo capacity: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        guard capacity > 0 else { return 0 }
+        let written = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            initialized = min(capacity, max(0, fill(UnsafeMutableRawBufferPointer(buffer))))
+        }
+        if isEmpty {
+            storage = written
+            start = 0
+        } else {
+            append(written)
+        }
+        return written.count
+    }
+
     /// Copies up to `destination.count` bytes out and consumes them; returns how many.
     public mutating func read(into destination: UnsafeMutableRawBufferPointer) -> Int {
         let n = min(destination.count, count)
