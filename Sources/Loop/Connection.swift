@@ -202,23 +202,29 @@ public final class Connection {
         observer.connectionOpened()
     }
 
-    private func peerName() -> String? { socketAddresses?.peer.description }
+    /// The peer's address, once per connection: one `getpeername` (the local address is asked for
+    /// only by those who need it, through `socketAddresses`).
+    private func peerName() -> String? {
+        guard case .tcp(let tcp) = socket else { return nil }
+        return Self.socketName { uv_tcp_getpeername(tcp, $0, $1) }?.description
+    }
 
     /// Both ends of a TCP socket while it is open (nil once closed, for a UNIX-domain socket, or if
     /// the kernel cannot say): e.g. for a PROXY protocol header naming the client and the address it reached.
     public var socketAddresses: (local: SocketAddress, peer: SocketAddress)? {
-        guard state != .closed, case .tcp(let tcp) = socket else { return nil }
-        func name(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
-            var storage = sockaddr_storage()
-            var length = Int32(MemoryLayout<sockaddr_storage>.size)
-            let status = withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
-            }
-            return status == 0 ? SocketAddress(storage: storage) : nil
-        }
-        guard let local = name({ uv_tcp_getsockname(tcp, $0, $1) }),
-              let peer = name({ uv_tcp_getpeername(tcp, $0, $1) }) else { return nil }
+        guard state != .closed, case .tcp(let tcp) = socket,
+              let local = Self.socketName({ uv_tcp_getsockname(tcp, $0, $1) }),
+              let peer = Self.socketName({ uv_tcp_getpeername(tcp, $0, $1) }) else { return nil }
         return (local, peer)
+    }
+
+    private static func socketName(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+        }
+        return status == 0 ? SocketAddress(storage: storage) : nil
     }
 
     /// Sends close_notify (TLS), flushes, shuts the socket down and closes it, within `closeTimeout`.

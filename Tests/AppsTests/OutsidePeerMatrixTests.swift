@@ -109,6 +109,15 @@ enum PeerTLSVersion: String, CaseIterable, Sendable, Codable {
 enum Matrix {
     static let backends = ["openssl", "gnutls"]
     static let keyTypes = ["ecdsa-p256", "rsa-2048", "ed25519"]
+
+    /// One cell per peer × backend × TLS version × key type.
+    static func cells<Peer: CaseIterable, Cell>(_ make: (Peer, String, PeerTLSVersion, String) -> Cell) -> [Cell] {
+        Peer.allCases.flatMap { peer in
+            backends.flatMap { backend in
+                PeerTLSVersion.allCases.flatMap { version in keyTypes.map { make(peer, backend, version, $0) } }
+            }
+        }
+    }
 }
 
 /// An outside client against our hello-server.
@@ -118,12 +127,8 @@ struct ServerCell: Sendable, Codable, CustomStringConvertible, CustomTestStringC
     let version: PeerTLSVersion
     let keyType: String
 
-    static let all: [ServerCell] = OutsideClient.allCases.flatMap { peer in
-        Matrix.backends.flatMap { backend in
-            PeerTLSVersion.allCases.flatMap { version in
-                Matrix.keyTypes.map { ServerCell(peer: peer, backend: backend, version: version, keyType: $0) }
-            }
-        }
+    static let all: [ServerCell] = Matrix.cells { (peer: OutsideClient, backend, version, keyType) in
+        ServerCell(peer: peer, backend: backend, version: version, keyType: keyType)
     }
 
     var description: String { "\(peer.rawValue) → hello-server \(backend), TLS \(version.rawValue), \(keyType)" }
@@ -137,12 +142,8 @@ struct ClientCell: Sendable, Codable, CustomStringConvertible, CustomTestStringC
     let version: PeerTLSVersion
     let keyType: String
 
-    static let all: [ClientCell] = OutsideServer.allCases.flatMap { peer in
-        Matrix.backends.flatMap { backend in
-            PeerTLSVersion.allCases.flatMap { version in
-                Matrix.keyTypes.map { ClientCell(peer: peer, backend: backend, version: version, keyType: $0) }
-            }
-        }
+    static let all: [ClientCell] = Matrix.cells { (peer: OutsideServer, backend, version, keyType) in
+        ClientCell(peer: peer, backend: backend, version: version, keyType: keyType)
     }
 
     var description: String { "hello-client \(backend) → \(peer.rawValue), TLS \(version.rawValue), \(keyType)" }

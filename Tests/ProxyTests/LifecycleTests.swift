@@ -95,22 +95,11 @@ final class SilentListener {
     private var fillers: [Int32] = []
 
     init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        (listener, port) = try LoopbackSocket.bound(listenBacklog: 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && listen(fd, 0) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        guard bound else {
-            Foundation.close(fd)
-            throw ConnectionError.transport(code: -errno, operation: "a silent listener")
-        }
-        listener = fd
-        port = Int(UInt16(bigEndian: address.sin_port))
         // A backlog of 0 holds one connection; a second one waits in SYN-RECV, a third is dropped.
         for _ in 0..<3 {
             let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)

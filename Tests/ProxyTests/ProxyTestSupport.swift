@@ -24,16 +24,6 @@ struct BackendPair: Sendable, CustomTestStringConvertible {
     var testDescription: String { "\(client.name) proxy client → \(server.name) proxy server" }
 }
 
-/// Polls `condition` every 20 ms for up to `seconds`.
-func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(20_000)
-    }
-    return condition()
-}
-
 /// Test payloads that differ per connection, so that bytes crossing between pairs would show.
 func payload(_ count: Int, seed: UInt64) -> [UInt8] {
     var random = SeededRandom(seed: seed)

@@ -116,10 +116,7 @@ final class LifecycleRun: @unchecked Sendable {
         let longLived = try KeepAlive(context: b.reloading.context, loop: clientGroup.loops[0], port: listener.port)
         clients.forEach { $0.start() }
         longLived.start()
-        // Every client's first handshake before the first change; a wait, not a measurement (under a
-        // sanitizer on a busy machine the first handshakes take seconds).
-        try #require(eventually(seconds: 60) { clients.allSatisfy { $0.succeeded > 0 } },
-                     "no traffic at the start: \(clients.map(\.summary))")
+        try TrafficClient.waitForFirstHandshakes(clients)
 
         // 1. The server's leaf, renamed into place (certificate, then key 50 ms later).
         let renewed = try pki.server()
@@ -275,6 +272,13 @@ final class RecordingEcho: ConnectionHandler, @unchecked Sendable {
 /// One client: its own credential files, reloading context and watch, and a thread that connects,
 /// exchanges a ping, and closes, again and again.
 final class TrafficClient: @unchecked Sendable {
+    /// Every client's first handshake, before the first change is made; a wait, not a measurement
+    /// (under a sanitizer on a busy machine the first handshakes take seconds).
+    static func waitForFirstHandshakes(_ clients: [TrafficClient], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try #require(eventually(seconds: 60) { clients.allSatisfy { $0.succeeded > 0 } },
+                     "no traffic at the start: \(clients.map(\.summary))", sourceLocation: sourceLocation)
+    }
+
     struct Attempt: Sendable {
         let started: Date
         let finished: Date

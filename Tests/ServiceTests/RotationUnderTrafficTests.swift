@@ -66,10 +66,7 @@ private final class RotationRun: @unchecked Sendable {
         let longLived = try KeepAlive(context: clients[0].reloading.context, loop: site.clientGroup.loops[0], port: site.listener.port)
         clients.forEach { $0.start() }
         longLived.start()
-        // Every client's first handshake before the first change; a wait, not a measurement (under a
-        // sanitizer on a busy machine the first handshakes take seconds).
-        try #require(eventually(seconds: 60) { clients.allSatisfy { $0.succeeded > 0 } },
-                     "no traffic at the start: \(clients.map(\.summary))")
+        try TrafficClient.waitForFirstHandshakes(clients)
         let everyone: [ReloadingContext] = [site.reloading] + clients.map(\.reloading)
 
         // 1. begin: everyone must come to trust both roots.

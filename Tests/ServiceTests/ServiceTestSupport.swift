@@ -114,16 +114,6 @@ extension RenewablePKI {
     }
 }
 
-/// Waits until `condition` holds, polling every 10 ms; false after `seconds`.
-func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(10_000)
-    }
-    return condition()
-}
-
 /// Every backend on its own.
 struct ServiceBackend: Sendable, CustomTestStringConvertible {
     let backend: any TLSBackend

@@ -24,3 +24,14 @@ public func waitFor(_ semaphore: DispatchSemaphore, seconds: Double = 60, _ what
     }
     return true
 }
+
+/// Polls `condition` every 10 ms until it holds (true) or `seconds` pass (false): a wait for
+/// something asynchronous to settle, not a measurement.
+public func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
