@@ -34,9 +34,13 @@ def storm():
     handshakes = 0
     for index in range(count):
         try:
+            way = index % 4
+            if way == 3:
+                write_while_reading(*bio_connect())
+                handshakes += 1
+                continue
             raw, tls = connect()
             handshakes += 1
-            way = index % 4
             if way == 0:
                 tls.sendall(request * 20)
                 tls.close()
@@ -52,19 +56,54 @@ def storm():
                     pass
                 raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 raw.close()
-            else:
-                writer = threading.Thread(target=lambda: _ignore(lambda: tls.sendall(request * 50)))
-                writer.start()
-                _ignore(lambda: tls.recv(10))
-                # End the connection under the writer's feet (FIN both ways), then close once it has
-                # stopped: closing an SSLSocket another thread is using crashes CPython's ssl module (the
-                # socket-level shutdown leaves the SSL object alone; SSLSocket.shutdown would drop it).
-                _ignore(lambda: socket.socket.shutdown(tls, socket.SHUT_RDWR))
-                writer.join()
-                _ignore(tls.close)
         except (ssl.SSLError, OSError):
             pass
     print(f"storm: {handshakes} of {count} handshakes completed")
+
+
+def bio_connect():
+    """A TLS client over memory BIOs: the socket carries ciphertext we move by hand, so a second thread
+    can write records while the SSL object stays in one thread (OpenSSL's SSL objects are not safe to
+    read and write from two threads at once: CPython's ssl module then corrupts its own heap)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            if not data:
+                raise ConnectionResetError("the server closed during the handshake")
+            incoming.write(data)
+    raw.sendall(outgoing.read())
+    return raw, tls, incoming, outgoing
+
+
+def write_while_reading(raw, tls, incoming, outgoing):
+    """Fifty requests written by a second thread while the main thread reads a little of the answer,
+    then FIN both ways under the writer's feet: the server is still writing when its peer goes."""
+    tls.write(request * 50)
+    ciphertext = outgoing.read()  # encrypted here; the writer only moves bytes
+    writer = threading.Thread(target=lambda: _ignore(lambda: raw.sendall(ciphertext)))
+    writer.start()
+    try:
+        while True:
+            try:
+                tls.read(10)
+                break
+            except ssl.SSLWantReadError:
+                data = raw.recv(65536)
+                if not data:
+                    break
+                incoming.write(data)
+    except (ssl.SSLError, OSError):
+        pass
+    _ignore(lambda: raw.shutdown(socket.SHUT_RDWR))
+    writer.join()
+    raw.close()
 
 
 def _ignore(action):
