@@ -177,6 +177,7 @@ public struct HTTPResponse: Sendable {
     /// (the answer to HEAD) the body is left out but Content-Length still gives its length.
     public func serialized(keepAlive: Bool, includeBody: Bool) -> [UInt8] {
         var text = "HTTP/1.1 \(status) \(HeaderLookup.sanitized(reason))\r\n"
+        text.reserveCapacity(128 + 64 * headers.count)  // one allocation for a usual head, not one per line
         if headerValue("Server") == nil {
             text += "Server: \(Self.serverName)\r\n"
         }
@@ -188,7 +189,9 @@ public struct HTTPResponse: Sendable {
         text += "Content-Length: \(body.count)\r\n"
         text += keepAlive ? "Connection: keep-alive\r\n" : "Connection: close\r\n"
         text += "\r\n"
-        var bytes = Array(text.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count + (includeBody ? body.count : 0))
+        bytes += text.utf8
         if includeBody { bytes += body }
         return bytes
     }

@@ -208,6 +208,9 @@ enum HeadParsing {
     }
 
     static func latin1(_ bytes: ArraySlice<UInt8>) -> String {
+        // Almost every head is ASCII, which is the same in Latin-1 and UTF-8: one validating copy
+        // instead of a scalar at a time (this ran for every header of every request).
+        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
         var scalars = String.UnicodeScalarView()
         scalars.append(contentsOf: bytes.map { Unicode.Scalar($0) })
         return String(scalars)

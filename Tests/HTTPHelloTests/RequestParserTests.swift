@@ -67,6 +67,18 @@ struct RequestParserTests {
         #expect(request.headerValue("x-a") == "b c")
     }
 
+    @Test("header values are read as Latin-1 (RFC 9110 obs-text): bytes above 0x7F each become one character")
+    func latin1Values() throws {
+        var bytes = Array("GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf".utf8) + [0xE9, 0x20, 0xFF]
+        bytes += Array("\r\nX-Plain: ascii only\r\n\r\n".utf8)
+        var parser = HTTPRequestParser()
+        parser.append(bytes)
+        let request = try #require(try parser.nextRequest())
+        #expect(request.headerValue("X-Name") == "caf\u{E9} \u{FF}")
+        #expect(request.headerValue("X-Name")?.unicodeScalars.count == 6)
+        #expect(request.headerValue("X-Plain") == "ascii only")
+    }
+
     @Test("fed one byte at a time, a request appears exactly when its last byte arrives")
     func byteAtATime() throws {
         let text = "POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world"
