@@ -125,6 +125,11 @@ public final class Connection {
     private var closeReported = false
     private var shutdownStarted = false
     private var handlingData = false
+    /// While one read's slices go through the session, the records the handler writes back are
+    /// sent together after the last slice (one socket write per read instead of one per slice),
+    /// unless they and the queue pass the high-water mark first: then they go at once, so that
+    /// `isWritable` turns false exactly as it would have without holding them.
+    private var holdingCiphertext = false
     /// Half-close (see `shutdownWrite`): asked for, TCP shutdown started (shared with the full close
     /// path, so only one `uv_shutdown` is ever issued), and the peer's own end seen.
     private var writeShutdownRequested = false
@@ -477,12 +482,15 @@ public final class Connection {
                 // three quarters over. The buffer is reused by the next read, so every slice goes in
                 // now, even if the application pauses (the session then keeps them).
                 var offset = 0
+                holdingCiphertext = true
                 while offset < count && state != .closed {
                     let end = min(count, offset + Self.ciphertextSlice)
                     session.receiveCiphertext(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
                     drive()
                     offset = end
                 }
+                holdingCiphertext = false
+                flushCiphertext()
             } else {
                 deliverToHandler(bytes)
             }
@@ -548,7 +556,7 @@ public final class Connection {
                 return
             }
         }
-        flushCiphertext()
+        if !holdingCiphertext { flushCiphertext() }
     }
 
     private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
@@ -586,7 +594,9 @@ public final class Connection {
         if let session {
             do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
             options.observer?.bytesSent(bytes.count)
-            flushCiphertext()
+            if !holdingCiphertext || queuedOutboundBytes + session.pendingCiphertextCount > options.writeHighWater {
+                flushCiphertext()
+            }
         } else {
             options.observer?.bytesSent(bytes.count)
             send(bytes)

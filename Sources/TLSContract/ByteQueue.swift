@@ -107,9 +107,8 @@ public struct ByteQueue: Sendable {
 public struct OutgoingRecords: Sendable {
     private var queue = ByteQueue()
     private var lastBatchSize = 0
-    /// Below glibc's default mmap threshold (128 KiB): a larger block is mapped, faulted in page by
-    /// page and unmapped again for every batch, which cost more than the copies it saves.
-    static let largestReservation = 96 * 1024
+    /// A batch is at most about one socket read's worth (the loop reads a quarter MiB) plus framing.
+    static let largestReservation = 512 * 1024
 
     public init() {}
 
