@@ -125,6 +125,11 @@ public final class Connection {
     private var closeReported = false
     private var shutdownStarted = false
     private var handlingData = false
+    /// While one read's slices go through the session, the records the handler writes back are
+    /// sent together after the last slice (one socket write per read instead of one per slice),
+    /// unless they and the queue pass the high-water mark first: then they go at once, so that
+    /// `isWritable` turns false exactly as it would have without holding them.
+    private var holdingCiphertext = false
     /// Half-close (see `shutdownWrite`): asked for, TCP shutdown started (shared with the full close
     /// path, so only one `uv_shutdown` is ever issued), and the peer's own end seen.
     private var writeShutdownRequested = false
@@ -471,8 +476,21 @@ public final class Connection {
         if count > 0, let base {
             let bytes = UnsafeRawBufferPointer(start: base, count: count)
             if let session {
-                session.receiveCiphertext(bytes)
-                drive()
+                // A slice at a time, each delivered before the next goes in: an established session
+                // decrypts straight from the read buffer (both backends do) as far as its plaintext
+                // limit, and copies only what is left over; a whole quarter-MiB read would leave
+                // three quarters over. The buffer is reused by the next read, so every slice goes in
+                // now, even if the application pauses (the session then keeps them).
+                var offset = 0
+                holdingCiphertext = true
+                while offset < count && state != .closed {
+                    let end = min(count, offset + Self.ciphertextSlice)
+                    session.receiveCiphertext(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+                    drive()
+                    offset = end
+                }
+                holdingCiphertext = false
+                flushCiphertext()
             } else {
                 deliverToHandler(bytes)
             }
@@ -489,6 +507,9 @@ public final class Connection {
             fail(.transport(code: Int32(count), operation: "reading from \(remoteAddress)"))
         }
     }
+
+    /// Four TLS records' worth: about what a session decrypts before its plaintext limit (64 KiB).
+    static let ciphertextSlice = 64 * 1024
 
     /// Advances the session until it needs input, the application stops taking data, or it ends.
     private func drive() {
@@ -535,7 +556,7 @@ public final class Connection {
                 return
             }
         }
-        flushCiphertext()
+        if !holdingCiphertext { flushCiphertext() }
     }
 
     private func deliverToHandler(_ bytes: UnsafeRawBufferPointer) {
@@ -573,7 +594,9 @@ public final class Connection {
         if let session {
             do throws(TLSError) { try session.writePlaintext(bytes) } catch { throw .tls(error) }
             options.observer?.bytesSent(bytes.count)
-            flushCiphertext()
+            if !holdingCiphertext || queuedOutboundBytes + session.pendingCiphertextCount > options.writeHighWater {
+                flushCiphertext()
+            }
         } else {
             options.observer?.bytesSent(bytes.count)
             send(bytes)
@@ -589,41 +612,58 @@ public final class Connection {
 
     private func flushCiphertext() {
         guard let session, session.pendingCiphertextCount > 0, state != .closed else { return }
-        loop.ciphertextScratch.removeAll(keepingCapacity: true)
-        session.takeCiphertext(into: &loop.ciphertextScratch)
-        // A local reference: `send` may fail and re-enter this path, which then sees a fresh buffer.
-        let bytes = loop.ciphertextScratch
-        bytes.withUnsafeBytes { send($0) }
+        // Into an empty array, which both backends fill without a copy of their own (GnuTLS hands
+        // over its queue, OpenSSL writes into it): what the socket does not take at once is then
+        // kept by adopting that array, not by copying it.
+        var bytes: [UInt8] = []
+        session.takeCiphertext(into: &bytes)
+        send(adopting: bytes)
+    }
+
+    /// `send`, for bytes the connection may keep: the unwritten rest stays in `bytes` itself.
+    private func send(adopting bytes: [UInt8]) {
+        guard bytes.count > 0, state != .closed else { return }
+        let offset = bytes.withUnsafeBytes { tryWrite($0) }
+        guard let offset, offset < bytes.count else { return }
+        queue(PendingWrite(connection: self, adopting: bytes, from: offset))
     }
 
     /// `uv_try_write` first; the remainder goes to `uv_write` with its own copy, freed in the callback.
     /// A failure ends the connection (through `fail`, which is safe to re-enter from here).
     private func send(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0, state != .closed else { return }
-        var offset = 0
-        if queuedOutboundBytes == 0 {
-            var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
-                                     UInt32(bytes.count))
-            let written = uv_try_write(stream, &buffer, 1)
-            if written > 0 {
-                offset = Int(written)
-            } else if written < 0 && written != UV_EAGAIN.rawValue {
-                fail(.transport(code: written, operation: "writing to \(remoteAddress)"))
-                return
-            }
+        guard let offset = tryWrite(bytes), offset < bytes.count else { return }
+        queue(PendingWrite(connection: self, copying: UnsafeRawBufferPointer(rebasing: bytes[offset...])))
+    }
+
+    /// `uv_try_write` when nothing is queued (or it would overtake what is): how many bytes the
+    /// socket took, or nil once a failure has ended the connection.
+    private func tryWrite(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard queuedOutboundBytes == 0 else { return 0 }
+        var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                 UInt32(bytes.count))
+        let written = uv_try_write(stream, &buffer, 1)
+        if written > 0 { return Int(written) }
+        if written < 0 && written != UV_EAGAIN.rawValue {
+            fail(.transport(code: written, operation: "writing to \(remoteAddress)"))
+            return nil
         }
-        guard offset < bytes.count else { return }
-        let remaining = UnsafeRawBufferPointer(rebasing: bytes[offset...])
-        let pending = PendingWrite(connection: self, copying: remaining)
-        queuedOutboundBytes += remaining.count
-        var buffer = uv_buf_init(pending.storage.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(remaining.count))
+        return 0
+    }
+
+    /// Hands the rest to `uv_write`; `pending` keeps its bytes alive until the callback.
+    private func queue(_ pending: PendingWrite) {
+        let count = pending.bytes.count
+        queuedOutboundBytes += count
+        var buffer = uv_buf_init(UnsafeMutableRawPointer(mutating: pending.bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                 UInt32(count))
         let status = uv_write(pending.request, stream, &buffer, 1) { request, status in
             guard let request, let data = request.pointee.data else { return }
             let pending = Unmanaged<PendingWrite>.fromOpaque(data).takeRetainedValue()
-            pending.connection.writeCompleted(size: pending.storage.count, status: status)
+            pending.connection.writeCompleted(size: pending.bytes.count, status: status)
         }
         if status != 0 {
-            queuedOutboundBytes -= remaining.count
+            queuedOutboundBytes -= count
             Unmanaged<PendingWrite>.fromOpaque(pending.request.pointee.data).release()
             fail(.transport(code: status, operation: "writing to \(remoteAddress)"))
             return
@@ -659,24 +699,38 @@ extension Connection: LoopResource {
     }
 }
 
-/// One `uv_write` in flight: the request, a copy of the bytes, and the connection, all kept alive
-/// by the retain stored in `request.data` until libuv's write callback takes it back.
+/// One `uv_write` in flight: the request, the bytes, and the connection, all kept alive by the
+/// retain stored in `request.data` until libuv's write callback takes it back.
 private final class PendingWrite {
     let connection: Connection
     /// Owned: freed in deinit, after libuv has finished with them.
     let request: UnsafeMutablePointer<uv_write_t>
-    let storage: UnsafeMutableRawBufferPointer
+    /// The bytes libuv writes from: a copy we allocated, or (`adopting`) a region of an array's
+    /// heap buffer, which `adopted` keeps alive and unmoved: a `let` array is never mutated, so its
+    /// buffer is neither reallocated nor copied while this object lives.
+    let bytes: UnsafeRawBufferPointer
+    private let adopted: [UInt8]?
 
-    init(connection: Connection, copying bytes: UnsafeRawBufferPointer) {
+    init(connection: Connection, copying source: UnsafeRawBufferPointer) {
         self.connection = connection
-        storage = .allocate(byteCount: bytes.count, alignment: 1)
-        storage.copyMemory(from: bytes)
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: source.count, alignment: 1)
+        storage.copyMemory(from: source)
+        bytes = UnsafeRawBufferPointer(storage)
+        adopted = nil
+        request = .allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    init(connection: Connection, adopting array: [UInt8], from offset: Int) {
+        self.connection = connection
+        adopted = array
+        bytes = array.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[offset...]) }
         request = .allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
     deinit {
-        storage.deallocate()
+        if adopted == nil { bytes.deallocate() }
         request.deallocate()
     }
 }

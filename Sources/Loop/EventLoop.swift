@@ -45,9 +45,8 @@ public final class EventLoop: @unchecked Sendable {
     /// bulk echo went from about 706 to 772 MB/s (BENCHMARKS.md) for a quarter MiB per loop.
     let readBuffer: UnsafeMutableRawBufferPointer
     static let readBufferSize = 256 * 1024
-    /// Per-loop scratch for ciphertext on its way to the socket and plaintext on its way to the app:
-    /// one loop runs one connection at a time, so thousands of idle connections hold none.
-    var ciphertextScratch: [UInt8] = []
+    /// Per-loop scratch for plaintext on its way to the app: one loop runs one connection at a
+    /// time, so thousands of idle connections hold none.
     var plaintextScratch: [UInt8] = []
 
     let logger: Logger
@@ -56,8 +55,24 @@ public final class EventLoop: @unchecked Sendable {
     /// SIGPIPE at its default (terminate), so the first loop of a process ignores it.
     private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
 
+    /// Streaming, a loop allocates and frees a few 64 KiB buffers per 64 KiB it moves (decrypted
+    /// plaintext, outgoing records, writes the socket has not taken yet). With glibc's defaults each
+    /// free that leaves more than 128 KiB at the top of the heap gives it back to the kernel, and the
+    /// next allocation faults it in again page by page: 15,000 page faults and about a third more
+    /// server CPU per 256 MiB echoed (BENCHMARKS.md, issue 13 item 5). So the first loop of a process
+    /// lets a heap keep up to 4 MiB free at its top, and serves blocks up to 1 MiB from the heap
+    /// rather than from mmap (setting either fixes glibc's adaptive mmap threshold, whose ceiling is
+    /// far higher).
+    private static let keepHeapForReuse: Void = {
+        #if canImport(Glibc)
+        _ = mallopt(M_TRIM_THRESHOLD, 4 << 20)
+        _ = mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        #endif
+    }()
+
     public init(name: String = "mtls-loop") {
         _ = Self.ignoreBrokenPipes
+        _ = Self.keepHeapForReuse
         self.name = name
         self.logger = Logger(label: "swift-mtls.loop")
         loop = .allocate(capacity: 1)

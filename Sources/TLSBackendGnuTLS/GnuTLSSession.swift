@@ -21,8 +21,8 @@ public final class GnuTLSSession: TLSSession {
     fileprivate let expectedServerName: String?
     fileprivate let pinnedServerPublicKey: [UInt8]?
 
-    fileprivate var inbound = ByteQueue()
-    fileprivate var outbound = ByteQueue()
+    fileprivate var inbound = IncomingCiphertext()
+    fileprivate var outbound = OutgoingRecords()
     fileprivate var inboundEnded = false
     private var plaintext = ByteQueue()
     /// Plaintext accepted by `writePlaintext` that GnuTLS has not encrypted yet.
@@ -194,7 +194,16 @@ public final class GnuTLSSession: TLSSession {
             return
         }
         scanner.scan(bytes)
-        inbound.append(bytes)
+        guard isHandshakeComplete && !renegotiating && failure == nil && !peerClosed && plaintext.count < plaintextLimit else {
+            inbound.append(bytes)
+            return
+        }
+        // Established: decrypt now, with GnuTLS pulling straight from the caller's bytes instead of
+        // from a copy of them (it copies each record into its own buffer anyway). process() reports
+        // the outcome as usual; what GnuTLS did not pull (a record cut by the read) is kept.
+        inbound.lend(bytes)
+        decryptAvailable()
+        inbound.endLoan()
     }
 
     public func receiveEndOfInput() {
@@ -204,7 +213,7 @@ public final class GnuTLSSession: TLSSession {
     public var pendingCiphertextCount: Int { outbound.count }
 
     public func takeCiphertext(into buffer: inout [UInt8]) {
-        outbound.move(into: &buffer)
+        outbound.take(into: &buffer)
     }
 
     // MARK: - Plaintext in and out
@@ -221,9 +230,30 @@ public final class GnuTLSSession: TLSSession {
         if !isHandshakeComplete && unsent.count + bytes.count > TLSSessionLimits.maximumPlaintextBeforeHandshake {
             throw TLSSessionLimits.plaintextBeforeHandshakeExceeded(unsent.count + bytes.count)
         }
-        unsent.append(bytes)
-        if isHandshakeComplete && !renegotiating {
-            if let error = flushUnsent() { throw error }
+        guard isHandshakeComplete && !renegotiating && unsent.isEmpty else {
+            unsent.append(bytes)
+            if isHandshakeComplete && !renegotiating, let error = flushUnsent() { throw error }
+            return
+        }
+        // Encrypted straight from the caller's bytes, a record per call; only what GnuTLS does not
+        // take now (E_AGAIN, which an in-memory push never returns) is copied into `unsent`.
+        var offset = 0
+        while offset < bytes.count {
+            let length = min(bytes.count - offset, Self.maxRecordPlaintext)
+            let sent = gnutls_record_send(session, bytes.baseAddress! + offset, length)
+            if sent > 0 {
+                offset += sent
+                continue
+            }
+            let rc = Int32(truncatingIfNeeded: sent)
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                sendRetryLength = length
+                unsent.append(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+                return
+            }
+            let error = mapError(rc, duringHandshake: false)
+            _ = fail(error, code: rc)
+            throw error
         }
     }
 

@@ -1,8 +1,9 @@
 internal import COpenSSL
 @_spi(Testing) import TLSContract
 
-/// One connection: an `SSL` between two memory BIOs. Ciphertext from the peer is written into
-/// `inbound`; whatever OpenSSL wants to send accumulates in `outbound` until taken.
+/// One connection: an `SSL` over a BIO of our own (OpenSSLSessionBIO). Ciphertext from the peer
+/// waits in `ciphertext.inbound` (or is lent for one call); whatever OpenSSL wants to send
+/// accumulates in `ciphertext.outbound` until taken.
 public final class OpenSSLSession: TLSSession {
     public let role: TLSConfiguration.Role
     public private(set) var isHandshakeComplete = false
@@ -16,12 +17,11 @@ public final class OpenSSLSession: TLSSession {
     /// Keeps the SSL_CTX (and the ALPN buffer the server callback points into) alive. The context's
     /// callbacks reach its caches through here (the SSL's app data is this session).
     let context: OpenSSLContext
-    /// Owned: freed in deinit, which also frees both BIOs (SSL_set_bio hands them to the SSL).
+    /// Owned: freed in deinit, which also frees the BIO (SSL_set_bio hands it to the SSL).
     fileprivate let ssl: OpaquePointer
-    /// Borrowed from `ssl`.
-    private let inbound: OpaquePointer
-    /// Borrowed from `ssl`.
-    private let outbound: OpaquePointer
+    /// What the BIO reads from and writes to; it points here unretained, and outlives the SSL
+    /// (released after deinit's SSL_free).
+    private let ciphertext = SessionCiphertext()
 
     private var plaintext = ByteQueue()
     /// Plaintext written before the handshake completed, sent right after.
@@ -54,16 +54,14 @@ public final class OpenSSLSession: TLSSession {
         self.expectedServerName = context.configuration.role == .client ? serverName : nil
         self.pinnedServerPublicKey = context.configuration.role == .client ? context.configuration.pinnedServerPublicKey : nil
         ERR_clear_error()
-        guard let ssl = SSL_new(context.ctx), let inbound = BIO_new(BIO_s_mem()), let outbound = BIO_new(BIO_s_mem()) else {
+        guard let ssl = SSL_new(context.ctx) else { throw OpenSSLErrors.collect(.internalError) }
+        guard let bio = OpenSSLSessionBIO.make(over: ciphertext) else {
+            SSL_free(ssl)
             throw OpenSSLErrors.collect(.internalError)
         }
-        // An empty memory BIO must read as "try again", not as end of file.
-        mtls_BIO_set_mem_eof_return(inbound, -1)
-        mtls_BIO_set_mem_eof_return(outbound, -1)
-        SSL_set_bio(ssl, inbound, outbound)
+        // One BIO both ways: SSL_set_bio takes the one reference for both.
+        SSL_set_bio(ssl, bio, bio)
         self.ssl = ssl
-        self.inbound = inbound
-        self.outbound = outbound
         _ = mtls_SSL_set_app_data(ssl, Unmanaged.passUnretained(self).toOpaque())
 
         switch role {
@@ -111,49 +109,40 @@ public final class OpenSSLSession: TLSSession {
     // MARK: Ciphertext
 
     public func receiveCiphertext(_ bytes: UnsafeRawBufferPointer) {
-        let waiting = Int(BIO_ctrl_pending(inbound)) + bytes.count
+        let waiting = ciphertext.inbound.count + bytes.count
         if waiting > TLSSessionLimits.maximumUnprocessedCiphertext {
             bufferOverflow = bufferOverflow ?? TLSSessionLimits.unprocessedCiphertextExceeded(waiting)
             return
         }
-        var offset = 0
-        while offset < bytes.count {
-            let written = BIO_write(inbound, bytes.baseAddress! + offset, Int32(clamping: bytes.count - offset))
-            guard written > 0 else { break }
-            offset += Int(written)
+        guard isHandshakeComplete && failure == nil && bufferOverflow == nil && !peerClosed && plaintext.count < plaintextLimit else {
+            ciphertext.inbound.append(bytes)
+            return
         }
+        // Established: decrypt now, OpenSSL reading straight from the caller's bytes instead of from
+        // a copy of them (it copies each record into its own buffer anyway). Everything decrypt()
+        // finds is kept in the session's state, which process() reports as usual; what OpenSSL did
+        // not read (a record cut by the read) is kept.
+        ciphertext.inbound.lend(bytes)
+        _ = decrypt()
+        ciphertext.inbound.endLoan()
     }
 
     public func receiveEndOfInput() {
         inputEnded = true
     }
 
-    public var pendingCiphertextCount: Int { Int(BIO_ctrl_pending(outbound)) }
+    public var pendingCiphertextCount: Int { ciphertext.outbound.count }
 
+    /// Into an empty buffer (the loop's case) the queue's storage is handed over, without a copy.
     public func takeCiphertext(into buffer: inout [UInt8]) {
-        let count = pendingCiphertextCount
-        guard count > 0 else { return }
-        if buffer.isEmpty {
-            // The loop's case: read straight into a new array, one copy out of the BIO.
-            buffer = [UInt8](unsafeUninitializedCapacity: count) { storage, initialized in
-                initialized = max(0, Int(BIO_read(outbound, storage.baseAddress, Int32(count))))
-            }
-            return
-        }
-        // Read into scratch, then append as one contiguous copy: appending `count` zeros first went
-        // byte by byte in debug builds (1–3 MB/s through an OpenSSL pair; the stdlib's generic
-        // append is not specialized there).
-        buffer.reserveCapacity(buffer.count + count)
-        withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { scratch in
-            let read = BIO_read(outbound, scratch.baseAddress, Int32(count))
-            if read > 0 { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[0..<Int(read)])) }
-        }
+        ciphertext.outbound.take(into: &buffer)
     }
 
     // MARK: Progress
 
     public func process() -> TLSProgress {
-        if let failure { return .failed(failure) }
+        // Plaintext decrypted before a failure (possibly during receiveCiphertext) is delivered first.
+        if let failure { return plaintext.isEmpty ? .failed(failure) : .plaintextReady }
         if let bufferOverflow {
             failure = bufferOverflow
             return .failed(bufferOverflow)
@@ -209,12 +198,12 @@ public final class OpenSSLSession: TLSSession {
     }
 
     private func decrypt() -> TLSProgress {
-        if peerClosed { return .peerClosed }
+        if peerClosed { return plaintext.isEmpty ? .peerClosed : .plaintextReady }
         while plaintext.count < plaintextLimit {
             ERR_clear_error()
             // Decrypted straight into the plaintext queue, as many records as are in: what is pending
             // as ciphertext bounds what it decrypts to, plus a record OpenSSL may hold already.
-            let room = min(plaintextLimit - plaintext.count, Int(BIO_ctrl_pending(inbound)) + Self.maxRecordPlaintext)
+            let room = min(plaintextLimit - plaintext.count, ciphertext.inbound.count + Self.maxRecordPlaintext)
             var received: Int32 = 0
             plaintext.append(upTo: room) { buffer in
                 var filled = 0

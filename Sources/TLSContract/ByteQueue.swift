@@ -37,6 +37,13 @@ public struct ByteQueue: Sendable {
         return written.count
     }
 
+    /// Makes room for `count` more bytes at once, so that appending them in pieces (a library's
+    /// records, one by one) does not regrow and recopy the storage on the way.
+    public mutating func reserveCapacity(_ count: Int) {
+        compactIfWorthIt()
+        storage.reserveCapacity(storage.count + count)
+    }
+
     /// Copies up to `destination.count` bytes out and consumes them; returns how many.
     public mutating func read(into destination: UnsafeMutableRawBufferPointer) -> Int {
         let n = min(destination.count, count)
@@ -91,5 +98,70 @@ public struct ByteQueue: Sendable {
             storage.removeFirst(start)
             start = 0
         }
+    }
+}
+
+/// A library's outgoing ciphertext, appended a record at a time and taken whole by the loop. An
+/// empty queue reserves at its first record what the last batch held, so that a batch is not
+/// regrown (and recopied) as its records come in.
+public struct OutgoingRecords: Sendable {
+    private var queue = ByteQueue()
+    private var lastBatchSize = 0
+    /// A batch is at most about one socket read's worth (the loop reads a quarter MiB) plus framing.
+    static let largestReservation = 512 * 1024
+
+    public init() {}
+
+    public var count: Int { queue.count }
+    public var isEmpty: Bool { queue.isEmpty }
+
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if queue.isEmpty { queue.reserveCapacity(max(bytes.count, lastBatchSize)) }
+        queue.append(bytes)
+    }
+
+    /// Into an empty buffer (the loop's case) the queue's storage is handed over without a copy.
+    public mutating func take(into buffer: inout [UInt8]) {
+        lastBatchSize = min(queue.count, Self.largestReservation)
+        queue.move(into: &buffer)
+    }
+
+    public mutating func removeAll() { queue.removeAll() }
+}
+
+/// Ciphertext received and not yet read by the library: bytes kept from earlier calls, then bytes
+/// the caller lends for the duration of one `receiveCiphertext` call, which an established session
+/// decrypts from in place. `endLoan()` copies what the library did not read, so that nothing points
+/// into the caller's bytes once that call returns.
+public struct IncomingCiphertext {
+    private var kept = ByteQueue()
+    private var lent = UnsafeRawBufferPointer(start: nil, count: 0)
+
+    public init() {}
+
+    public var count: Int { kept.count + lent.count }
+    public var isEmpty: Bool { count == 0 }
+
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) { kept.append(bytes) }
+
+    /// `bytes` must stay valid and unchanged until `endLoan()`, which must come before the lender's
+    /// call returns.
+    public mutating func lend(_ bytes: UnsafeRawBufferPointer) { lent = bytes }
+
+    public mutating func endLoan() {
+        if !lent.isEmpty { kept.append(lent) }
+        lent = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    /// Copies out up to `destination.count` bytes, kept ones first, and consumes them.
+    public mutating func read(into destination: UnsafeMutableRawBufferPointer) -> Int {
+        var count = kept.read(into: destination)
+        if count < destination.count && !lent.isEmpty {
+            let fromLent = min(destination.count - count, lent.count)
+            (destination.baseAddress! + count).copyMemory(from: lent.baseAddress!, byteCount: fromLent)
+            lent = UnsafeRawBufferPointer(rebasing: lent[fromLent...])
+            count += fromLent
+        }
+        return count
     }
 }

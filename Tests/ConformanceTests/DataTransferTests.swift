@@ -103,6 +103,62 @@ struct DataTransferTests {
     }
 }
 
+/// An established session decrypts as it receives, straight from the caller's bytes (which it may
+/// not keep): whatever one read brings must come out in order, and only then the end or the failure.
+@Suite("Several records in one read")
+struct OneReadTests {
+    @Test("Records and close_notify in one read: all the data, then the close", arguments: BackendPair.all)
+    func dataThenClose(pair: BackendPair) throws {
+        // Below the plaintext limit, the close is read in the same call as the data; above it, later.
+        for version in TLSVersion.allCases {
+          for size in [30_000, 200_000] {
+            let connection = try pair.established(version: version)
+            let payload = SeededRandom(seed: 11).bytesOf(size)
+            try connection.server.writePlaintext(payload)
+            connection.server.close()
+            var wire = connection.server.takeCiphertext()
+            connection.client.receiveCiphertext(wire)
+            // The caller's buffer is reused at once, as the loop's read buffer is.
+            for index in wire.indices { wire[index] = 0 }
+            let end = drain(connection.client)
+            expectSameBytes(end.received, payload)
+            #expect(end.peerClosed && end.failure == nil, "\(version), \(size) bytes: \(String(describing: end.failure))")
+          }
+        }
+    }
+
+    @Test("Records before a tampered one in the same read are delivered, then the failure", arguments: BackendPair.all)
+    func dataThenTamperedRecord(pair: BackendPair) throws {
+        for version in TLSVersion.allCases {
+            let connection = try pair.established(version: version)
+            let payload = SeededRandom(seed: 12).bytesOf(40_000)
+            try connection.server.writePlaintext(payload)
+            try connection.server.writePlaintext(Array("tail".utf8))
+            var wire = connection.server.takeCiphertext()
+            wire[wire.count - 3] ^= 0x01  // inside the last record, the one carrying "tail"
+            connection.client.receiveCiphertext(wire)
+            let end = drain(connection.client)
+            expectSameBytes(end.received, payload)
+            #expect(end.failure == .malformedInput, "\(version): \(String(describing: end.failure))")
+        }
+    }
+
+    /// Takes plaintext until the session stops; returns it and how the session stopped.
+    private func drain(_ session: any TLSSession) -> (received: [UInt8], peerClosed: Bool, failure: TLSError.Reason?) {
+        var received: [UInt8] = []
+        for _ in 0..<1000 {
+            switch session.process() {
+            case .plaintextReady, .handshakeComplete:
+                session.takePlaintext(into: &received, maxBytes: .max)
+            case .needsInput: return (received, false, nil)
+            case .peerClosed: return (received, true, nil)
+            case .failed(let error): return (received, false, error.reason)
+            }
+        }
+        return (received, false, nil)
+    }
+}
+
 extension SeededRandom {
     func bytesOf(_ count: Int) -> [UInt8] {
         var copy = self
