@@ -110,7 +110,10 @@ public protocol TLSSession: AnyObject {
     var role: TLSConfiguration.Role { get }
     var isHandshakeComplete: Bool { get }
 
-    /// Appends ciphertext received from the transport. Past
+    /// Takes ciphertext received from the transport. `bytes` are only borrowed for the call: an
+    /// established session may decrypt from them in place (the plaintext, and any failure, then
+    /// wait for `process()` to report them, plaintext first), and it copies what it has not read
+    /// before returning, so the caller may reuse its buffer at once. Past
     /// `TLSSessionLimits.maximumUnprocessedCiphertext` unprocessed, the next `process()` fails.
     func receiveCiphertext(_ bytes: UnsafeRawBufferPointer)
     /// The transport reached end of input. The next `process()` reports a clean close
