@@ -28,6 +28,9 @@ public struct ByteQueue: Sendable {
         let written = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
             initialized = min(capacity, max(0, fill(UnsafeMutableRawBufferPointer(buffer))))
         }
+        // Nothing written (the library had no whole record yet): adopting the empty array would keep
+        // its capacity, a record's worth, for as long as the connection sits idle.
+        guard !written.isEmpty else { return 0 }
         if isEmpty {
             storage = written
             start = 0
@@ -87,6 +90,9 @@ public struct ByteQueue: Sendable {
     }
 
     static let retainedCapacity = 4096
+
+    /// What the queue holds allocated, used or not: tests check that an idle queue holds little.
+    @_spi(Testing) public var allocatedCapacity: Int { storage.capacity }
 
     public mutating func removeAll() {
         storage.removeAll()
