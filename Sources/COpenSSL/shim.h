@@ -30,7 +30,6 @@ static inline int mtls_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
     return (int)SSL_set_tlsext_host_name(ssl, name);
 }
 static inline int mtls_SSL_get_negotiated_group(SSL *ssl) { return (int)SSL_get_negotiated_group(ssl); }
-static inline void mtls_BIO_set_mem_eof_return(BIO *bio, int value) { BIO_set_mem_eof_return(bio, value); }
 /* The session's own BIO (OpenSSLSessionBIO.swift). */
 static inline int mtls_BIO_TYPE_SOURCE_SINK(void) { return BIO_TYPE_SOURCE_SINK; }
 static inline void mtls_BIO_clear_retry_flags(BIO *bio) { BIO_clear_retry_flags(bio); }

@@ -1,7 +1,7 @@
 internal import COpenSSL
 import TLSContract
 
-/// TLS through OpenSSL 3, driven with memory BIOs so that the library never touches a socket.
+/// TLS through OpenSSL 3, over a BIO of our own (OpenSSLSessionBIO) so that the library never touches a socket.
 public struct OpenSSLBackend: TLSBackend {
     public init() {}
 
