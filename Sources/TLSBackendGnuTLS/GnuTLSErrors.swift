@@ -62,11 +62,12 @@ enum GnuTLSErrors {
              GNUTLS_E_RECEIVED_ILLEGAL_PARAMETER, GNUTLS_E_RECEIVED_ILLEGAL_EXTENSION, GNUTLS_E_MISSING_EXTENSION,
              GNUTLS_E_ERROR_IN_FINISHED_PACKET, GNUTLS_E_PK_SIG_VERIFY_FAILED, GNUTLS_E_SAFE_RENEGOTIATION_FAILED,
              GNUTLS_E_UNSAFE_RENEGOTIATION_DENIED, GNUTLS_E_INSUFFICIENT_SECURITY:
-            return .handshakeFailed(.protocolViolation)
+            // After the handshake a broken protocol is malformed input, as the OpenSSL backend says.
+            return duringHandshake ? .handshakeFailed(.protocolViolation) : .malformedInput
         case GNUTLS_E_REHANDSHAKE:
             return .renegotiationRefused
         default:
-            return duringHandshake ? .handshakeFailed(.other) : .handshakeFailed(.protocolViolation)
+            return duringHandshake ? .handshakeFailed(.other) : .malformedInput
         }
     }
 

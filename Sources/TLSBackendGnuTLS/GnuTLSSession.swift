@@ -397,6 +397,14 @@ public final class GnuTLSSession: TLSSession {
             case GNUTLS_E_WARNING_ALERT_RECEIVED:
                 // TLS 1.2 only (GnuTLS reports every TLS 1.3 alert as fatal): e.g. user_canceled.
                 continue
+            case GNUTLS_E_TOO_MANY_HANDSHAKE_PACKETS where negotiatedVersion == .tls13:
+                // After the handshake only KeyUpdates are counted so (lib/tls13/key_update.c): the
+                // contract's PeerKeyUpdateLimit, which GnuTLS applies itself. No alert, as from the
+                // OpenSSL backend, which cannot send one of its choosing; GnuTLS's own pick would be
+                // internal_error, which blames us.
+                _ = fail(TLSError(.malformedInput, detail: PeerKeyUpdateLimit.refusal + " [" + GnuTLSLibrary.describe(rc) + "]"),
+                         code: nil)
+                return
             case GNUTLS_E_FATAL_ALERT_RECEIVED where negotiatedVersion == .tls13 && gnutls_alert_get(session) == GNUTLS_A_USER_CANCELED:
                 // RFC 8446 §6.1: user_canceled is a closure alert, not an error, and data after a
                 // closure alert MUST be ignored. All the plaintext before it has been delivered and the
@@ -668,6 +676,17 @@ public final class GnuTLSSession: TLSSession {
 
 @_spi(Testing)
 extension GnuTLSSession: TLSSessionTestHooks {
+    public func sendKeyUpdates(_ count: Int, requestingPeer: Bool) throws(TLSError) {
+        guard failure == nil, !closeRequested, isHandshakeComplete, negotiatedVersion == .tls13 else {
+            throw TLSError(.sessionClosed, detail: "key updates need an established TLS 1.3 session")
+        }
+        for _ in 0..<count {
+            // The push function takes every byte, so the update goes out whole (into `outbound`).
+            let rc = gnutls_session_key_update(session, requestingPeer ? UInt32(GNUTLS_KU_PEER) : 0)
+            guard rc == GNUTLS_E_SUCCESS else { throw TLSError(.internalError, detail: GnuTLSLibrary.describe(rc)) }
+        }
+    }
+
     public func startRenegotiation() throws(TLSError) {
         guard failure == nil, !closeRequested else { throw TLSError(.sessionClosed) }
         guard role == .client, isHandshakeComplete, negotiatedVersion == .tls12 else {

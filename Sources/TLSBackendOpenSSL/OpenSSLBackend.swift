@@ -99,8 +99,8 @@ public final class OpenSSLContext: TLSContext, @unchecked Sendable {
         try loadRevocationLists()
         try configureResumption()
         if configuration.keyLog != nil { SSL_CTX_set_keylog_callback(ctx, keyLogLine) }
+        SSL_CTX_set_msg_callback(ctx, protocolMessageWatch)
         if configuration.role == .server {
-            SSL_CTX_set_msg_callback(ctx, renegotiationWatch)
             if alpnWire.count > 0 {
                 SSL_CTX_set_alpn_select_cb(ctx, alpnSelect, Unmanaged.passUnretained(self).toOpaque())
             }
@@ -397,17 +397,28 @@ private let alpnSelect: @convention(c) (
     return SSL_TLSEXT_ERR_OK
 }
 
-/// Watches the alerts a server sends. OpenSSL answers a renegotiating ClientHello with a
-/// no_renegotiation warning and carries on; we tear the connection down instead, as the GnuTLS
-/// backend does, so that a peer probing for renegotiation learns nothing more.
-private let renegotiationWatch: @convention(c) (
+/// Watches the protocol messages of every session, synchronously inside OpenSSL's calls (for every
+/// record too, so the common case returns after two comparisons):
+/// - a server's no_renegotiation alert: OpenSSL answers a renegotiating ClientHello with that warning
+///   and carries on; we tear the connection down instead, as the GnuTLS backend does, so that a peer
+///   probing for renegotiation learns nothing more. (A client ignores a HelloRequest, on both.)
+/// - each KeyUpdate received, counted against the contract's `PeerKeyUpdateLimit`, which GnuTLS
+///   applies inside the library and OpenSSL does not apply at all.
+private let protocolMessageWatch: @convention(c) (
     Int32, Int32, Int32, UnsafeRawPointer?, Int, OpaquePointer?, UnsafeMutableRawPointer?
 ) -> Void = { writing, _, contentType, buffer, length, ssl, _ in
-    guard writing == 1, contentType == SSL3_RT_ALERT, length >= 2, let buffer, let ssl,
-          buffer.load(fromByteOffset: 1, as: UInt8.self) == UInt8(SSL_AD_NO_RENEGOTIATION),
-          let session = mtls_SSL_get_app_data(ssl)
+    guard contentType == SSL3_RT_ALERT || contentType == SSL3_RT_HANDSHAKE, length >= 2, let buffer, let ssl,
+          let pointer = mtls_SSL_get_app_data(ssl)
     else { return }
-    Unmanaged<OpenSSLSession>.fromOpaque(session).takeUnretainedValue().peerAttemptedRenegotiation = true
+    let session = Unmanaged<OpenSSLSession>.fromOpaque(pointer).takeUnretainedValue()
+    if writing == 1 {
+        if contentType == SSL3_RT_ALERT, session.role == .server,
+           buffer.load(fromByteOffset: 1, as: UInt8.self) == UInt8(SSL_AD_NO_RENEGOTIATION) {
+            session.peerAttemptedRenegotiation = true
+        }
+    } else if contentType == SSL3_RT_HANDSHAKE, buffer.load(as: UInt8.self) == UInt8(SSL3_MT_KEY_UPDATE) {
+        session.peerSentKeyUpdate()
+    }
 }
 
 /// `--keylog`: OpenSSL formats each NSS key log line itself (CLIENT_RANDOM in TLS 1.2, the traffic

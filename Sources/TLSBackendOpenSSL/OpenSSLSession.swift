@@ -32,6 +32,10 @@ public final class OpenSSLSession: TLSSession {
     private var failure: TLSError?
     /// Set by the context's message callback, synchronously inside SSL_read.
     var peerAttemptedRenegotiation = false
+    /// The KeyUpdates received so far, counted by the context's message callback inside SSL_read;
+    /// `keyUpdateRefusal` is set when one is over the contract's limit.
+    private var keyUpdates = PeerKeyUpdateLimit()
+    private var keyUpdateRefusal: TLSError?
     /// Clients that resume: the server name the sessions this connection receives are saved under
     /// (the name verified in the full handshake), read by the context's new-session callback.
     let resumptionName: String?
@@ -209,9 +213,16 @@ public final class OpenSSLSession: TLSSession {
                 var filled = 0
                 repeat {
                     received = SSL_read(ssl, buffer.baseAddress! + filled, Int32(min(buffer.count - filled, Int(Int32.max))))
+                    // A call that met a refused KeyUpdate returns what came after it: not delivered.
+                    if keyUpdateRefusal != nil { return filled }
                     if received > 0 { filled += Int(received) }
                 } while received > 0 && filled < buffer.count
                 return filled
+            }
+            if let keyUpdateRefusal {
+                // Deliver what was decrypted before the refused KeyUpdate; the failure comes next.
+                failure = keyUpdateRefusal
+                return plaintext.isEmpty ? .failed(keyUpdateRefusal) : .plaintextReady
             }
             if received > 0 { continue }  // the room is full; there may be more
             if peerAttemptedRenegotiation {
@@ -234,6 +245,13 @@ public final class OpenSSLSession: TLSSession {
             }
         }
         return .plaintextReady
+    }
+
+    /// Called by the context's message callback for each KeyUpdate the peer sends (OpenSSL has
+    /// already checked its form; it processes it after this returns).
+    func peerSentKeyUpdate() {
+        guard keyUpdateRefusal == nil, !keyUpdates.admit(at: .now) else { return }
+        keyUpdateRefusal = TLSError(.malformedInput, detail: PeerKeyUpdateLimit.refusal)
     }
 
     private func fail(_ error: TLSError) -> TLSProgress {
@@ -314,6 +332,19 @@ public final class OpenSSLSession: TLSSession {
 
 @_spi(Testing)
 extension OpenSSLSession: TLSSessionTestHooks {
+    public func sendKeyUpdates(_ count: Int, requestingPeer: Bool) throws(TLSError) {
+        guard failure == nil, isHandshakeComplete, SSL_version(ssl) == TLS1_3_VERSION else {
+            throw TLSError(.sessionClosed, detail: "key updates need an established TLS 1.3 session")
+        }
+        for _ in 0..<count {
+            ERR_clear_error()
+            // SSL_key_update only schedules the message; SSL_do_handshake writes it (into our BIO).
+            guard SSL_key_update(ssl, requestingPeer ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED) == 1,
+                  SSL_do_handshake(ssl) == 1
+            else { throw OpenSSLErrors.collect(.internalError) }
+        }
+    }
+
     public func startRenegotiation() throws(TLSError) {
         guard role == .client, isHandshakeComplete, SSL_version(ssl) == TLS1_2_VERSION else {
             throw TLSError(.configuration(file: nil, problem: .invalidSetting("renegotiation needs an established TLS 1.2 client")))

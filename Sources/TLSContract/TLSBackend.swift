@@ -178,6 +178,9 @@ extension TLSSession {
 public protocol TLSSessionTestHooks: TLSSession {
     /// Client only: starts a TLS 1.2 renegotiation, which every server of ours must refuse.
     func startRenegotiation() throws(TLSError)
+    /// TLS 1.3, either side: sends `count` KeyUpdate messages back to back, each asking the peer to
+    /// update its keys too when `requestingPeer` (see `PeerKeyUpdateLimit`).
+    func sendKeyUpdates(_ count: Int, requestingPeer: Bool) throws(TLSError)
 }
 
 /// What the handshake settled on.

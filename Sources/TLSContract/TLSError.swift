@@ -14,7 +14,9 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         case noSharedCipher
         /// The handshake failed for a reason other than the ones above.
         case handshakeFailed(HandshakeProblem)
-        /// The peer sent bytes that are not valid TLS (garbage, an oversized record, a bad MAC).
+        /// The peer sent bytes that are not valid TLS (garbage, an oversized record, a bad MAC), or
+        /// broke the protocol after the handshake (an unexpected message, more key updates than
+        /// `PeerKeyUpdateLimit` allows): the same case from both backends.
         case malformedInput
         /// The peer tried to renegotiate, which we never allow.
         case renegotiationRefused

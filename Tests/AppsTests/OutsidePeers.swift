@@ -1,7 +1,7 @@
 import Foundation
 import TestSupport
 
-/// The peer programs in Tests/Peers (Java, Go, Node), each built at most once per test process with
+/// The peer programs in Tests/Peers (Java, Go, Node, C), each built at most once per test process with
 /// the toolchain on the PATH, into a scratch directory removed when the process exits.
 final class PeerProgram: @unchecked Sendable {
     let name: String
@@ -95,6 +95,16 @@ enum OutsidePeers {
     /// Tests/Peers/node/tls_peer.js, run as it is.
     static let node = PeerProgram("node", needs: ["node"]) { tools, _ in
         [tools["node"]!, sources + "/node/tls_peer.js"]
+    }
+
+    /// Tests/Peers/c/key_update_client.c, compiled with the clang that comes with Swift against the
+    /// system's OpenSSL: the one peer here that sends TLS 1.3 KeyUpdates when told to.
+    static let keyUpdateClient = PeerProgram("key-update client", needs: ["clang"]) { tools, scratch in
+        let source = sources + "/c/key_update_client.c"
+        let binary = scratch + "/key_update_client"
+        let result = try runBounded(tools["clang"]!, ["-O1", "-Wall", "-o", binary, source, "-lssl", "-lcrypto"], timeout: 120)
+        guard result.status == 0 else { throw ToolError("clang \(source) failed: \(result.output)") }
+        return [binary]
     }
 }
 
