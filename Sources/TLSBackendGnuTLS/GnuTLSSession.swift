@@ -53,6 +53,8 @@ public final class GnuTLSSession: TLSSession {
     /// session both ways, so the connection is over in both directions: writes throw `.sessionClosed`
     /// and no close_notify can be sent back (JSSE does not wait for one).
     private var peerCanceled = false
+    /// TLS 1.2 warning alerts since the last data record (the contract's limit: PeerWarningAlerts).
+    private var warningAlerts = PeerWarningAlerts()
     /// Clients that resume: the server name this connection's resumption data is saved under (the
     /// name verified in the full handshake).
     private let resumptionName: String?
@@ -361,7 +363,10 @@ public final class GnuTLSSession: TLSSession {
                 repeat {
                     pulledBefore = pulledCount
                     count = gnutls_record_recv(session, buffer.baseAddress! + filled, buffer.count - filled)
-                    if count > 0 { filled += count }
+                    if count > 0 {
+                        filled += count
+                        warningAlerts.dataReceived()
+                    }
                 } while count > 0 && filled < buffer.count
                 return filled
             }
@@ -395,7 +400,16 @@ public final class GnuTLSSession: TLSSession {
                 }
                 continue
             case GNUTLS_E_WARNING_ALERT_RECEIVED:
-                // TLS 1.2 only (GnuTLS reports every TLS 1.3 alert as fatal): e.g. user_canceled.
+                // TLS 1.2 only (GnuTLS reports every TLS 1.3 alert as fatal): e.g. user_canceled. The
+                // contract's rules, which OpenSSL applies itself (see PeerWarningAlerts).
+                if gnutls_alert_get(session) == GNUTLS_A_NO_RENEGOTIATION {
+                    _ = fail(TLSError(.malformedInput, detail: PeerWarningAlerts.noRenegotiationRefusal), sending: .handshakeFailure)
+                    return
+                }
+                if !warningAlerts.admitWarning() {
+                    _ = fail(TLSError(.malformedInput, detail: PeerWarningAlerts.floodRefusal), sending: .unexpectedMessage)
+                    return
+                }
                 continue
             case GNUTLS_E_TOO_MANY_HANDSHAKE_PACKETS where negotiatedVersion == .tls13:
                 // After the handshake only KeyUpdates are counted so (lib/tls13/key_update.c): the

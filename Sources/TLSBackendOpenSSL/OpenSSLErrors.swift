@@ -64,7 +64,11 @@ enum OpenSSLErrors {
         case SSL_R_UNEXPECTED_EOF_WHILE_READING:
             reason = handshakeComplete ? .uncleanShutdown : .handshakeFailed(.unexpectedEOF)
         case SSL_R_NO_RENEGOTIATION:
-            reason = .renegotiationRefused
+            // A no_renegotiation alert that nothing of ours asked for (a renegotiation this session
+            // started is `renegotiationSeen`, above): the contract's rule, in its words.
+            return TLSError(.malformedInput, detail: PeerWarningAlerts.noRenegotiationRefusal + " [" + detail + "]")
+        case SSL_R_TOO_MANY_WARN_ALERTS:
+            return TLSError(.malformedInput, detail: PeerWarningAlerts.floodRefusal + " [" + detail + "]")
         default:
             reason = handshakeComplete ? .malformedInput : .handshakeFailed(.protocolViolation)
         }

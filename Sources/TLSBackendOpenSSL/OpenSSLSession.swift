@@ -32,6 +32,9 @@ public final class OpenSSLSession: TLSSession {
     private var failure: TLSError?
     /// Set by the context's message callback, synchronously inside SSL_read.
     var peerAttemptedRenegotiation = false
+    /// Set by the test hook that starts a renegotiation (clients, TLS 1.2): its failure is a refused
+    /// renegotiation, whatever OpenSSL says.
+    private var startedRenegotiation = false
     /// The KeyUpdates received so far, counted by the context's message callback inside SSL_read;
     /// `keyUpdateRefusal` is set when one is over the contract's limit.
     private var keyUpdates = PeerKeyUpdateLimit()
@@ -238,7 +241,8 @@ public final class OpenSSLSession: TLSSession {
                 peerClosed = true
                 return plaintext.isEmpty ? .peerClosed : .plaintextReady
             default:
-                let error = OpenSSLErrors.classify(ssl: ssl, handshakeComplete: true, renegotiationSeen: false)
+                let error = OpenSSLErrors.classify(ssl: ssl, handshakeComplete: true,
+                                                   renegotiationSeen: startedRenegotiation)
                 // Deliver what was decrypted before the failure; the failure comes on the next call.
                 failure = error
                 return plaintext.isEmpty ? .failed(error) : .plaintextReady
@@ -350,6 +354,7 @@ extension OpenSSLSession: TLSSessionTestHooks {
             throw TLSError(.configuration(file: nil, problem: .invalidSetting("renegotiation needs an established TLS 1.2 client")))
         }
         SSL_clear_options(ssl, mtls_SSL_OP_NO_RENEGOTIATION())
+        startedRenegotiation = true
         ERR_clear_error()
         guard SSL_renegotiate(ssl) == 1 else {
             throw OpenSSLErrors.collect(.internalError)

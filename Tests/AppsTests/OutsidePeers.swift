@@ -106,6 +106,16 @@ enum OutsidePeers {
         guard result.status == 0 else { throw ToolError("clang \(source) failed: \(result.output)") }
         return [binary]
     }
+
+    /// Tests/Peers/c/warning_alert_client.c, the same way against the system's GnuTLS: it sends TLS 1.2
+    /// warning alerts of its choosing, which OpenSSL cannot.
+    static let warningAlertClient = PeerProgram("warning-alert client", needs: ["clang"]) { tools, scratch in
+        let source = sources + "/c/warning_alert_client.c"
+        let binary = scratch + "/warning_alert_client"
+        let result = try runBounded(tools["clang"]!, ["-O1", "-Wall", "-o", binary, source, "-lgnutls"], timeout: 120)
+        guard result.status == 0 else { throw ToolError("clang \(source) failed: \(result.output)") }
+        return [binary]
+    }
 }
 
 /// Runs `executable` to completion like `runTool`, but kills it if it is still running after

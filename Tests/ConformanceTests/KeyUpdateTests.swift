@@ -4,7 +4,7 @@ import TestSupport
 
 /// TLS 1.3 KeyUpdates between our own backends, either side sending: followed and answered up to the
 /// contract's limit (`PeerKeyUpdateLimit`), and the ninth in a second refused in the same words on every
-/// pair. (The same from an outside client: AppsTests' KeyUpdatePeerTests.)
+/// pair. (The same from an outside client: AppsTests' PostHandshakePeerTests.)
 @Suite("Key updates")
 struct KeyUpdateTests {
     enum Sender: String, CaseIterable, Sendable { case client, server }

@@ -1,6 +1,6 @@
 /*
  * A TLS 1.3 client on the system's OpenSSL that updates its keys in bursts, for the key-update tests
- * (Tests/AppsTests/KeyUpdatePeerTests.swift). Neither Python's ssl, Go, Node nor the JDK lets a program
+ * (Tests/AppsTests/PostHandshakePeerTests.swift). Neither Python's ssl, Go, Node nor the JDK lets a program
  * send KeyUpdate messages when it wants; OpenSSL's SSL_key_update does.
  *
  * Usage: key_update_client PORT CA CERT KEY BURSTS [requested|not-requested]
