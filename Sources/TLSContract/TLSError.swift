@@ -118,7 +118,7 @@ public struct TLSError: Error, Sendable, CustomStringConvertible {
         case .certificateRejected(let problem):
             return "the peer's certificate was rejected: " + problem.summary
         case .peerSentAlert(let alert):
-            return "the peer aborted the handshake with the alert '\(alert.name)'" + alert.hint
+            return "the peer ended the connection with the alert '\(alert.name)'" + alert.hint
         case .noSharedVersion:
             return "the peer offers no TLS version we accept (TLS 1.2 or 1.3 only)"
         case .noSharedCipher:

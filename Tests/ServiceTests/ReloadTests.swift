@@ -233,13 +233,18 @@ struct ReloadTests {
         let logs = LogRecorder()
         let (files, reloading) = try serverSetup(backend, pki: pki, logs: logs)
         let log = ReloadLog(reloading)
-        let triggers = ReloadTriggers(reloading)
+        // The quiet period counts from the poll that saw the certificate change, which may come just
+        // after it: with the default 0.3 s, a writer delayed 150 ms past its 150 ms pause (a busy CI
+        // machine) writes the key after the reload. One second leaves the pause that margin and more.
+        var options = ReloadTriggers.Options()
+        options.quietPeriod = 1.0
+        let triggers = ReloadTriggers(reloading, options: options)
         triggers.start()
         defer { triggers.stop() }
         for round in 1...3 {
             let renewed = try pki.server()
             try files.replace("server.pem", renewed.chainPEM)
-            usleep(150_000)  // within the quiet period
+            usleep(150_000)  // well within the quiet period
             try files.replace("server.key", renewed.privateKeyPEM)
             #expect(eventually { reloading.servedSerial == pki.serial(renewed) }, "round \(round): \(logs.lines)")
         }
