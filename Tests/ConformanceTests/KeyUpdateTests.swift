@@ -25,16 +25,24 @@ struct KeyUpdateTests {
         side == .client ? connection.clientEvents : connection.serverEvents
     }
 
+    /// A fresh TLS 1.3 connection on `pair` in which `side` has sent `count` KeyUpdates, then `text`,
+    /// and both have been pumped through.
+    private func afterKeyUpdates(_ count: Int, requestingPeer: Bool, pair: BackendPair, sender side: Sender,
+                                 then text: String) throws -> (InMemoryPair, receiver: any TLSSession, receiverSide: Sender) {
+        let connection = try pair.established(version: .tls13)
+        let (sender, receiver) = try sessions(connection, sender: side)
+        try sender.sendKeyUpdates(count, requestingPeer: requestingPeer)
+        try sender.writePlaintext(Array(text.utf8))
+        connection.pump()
+        return (connection, receiver, side == .client ? .server : .client)
+    }
+
     @Test("Eight key updates are followed, and the asked-for updates answered, with data flowing both ways after them",
           arguments: BackendPair.all, Sender.allCases)
     func withinLimit(pair: BackendPair, sender side: Sender) throws {
         for requestingPeer in [true, false] {
-            let connection = try pair.established(version: .tls13)
-            let (sender, receiver) = try sessions(connection, sender: side)
-            let receiverSide: Sender = side == .client ? .server : .client
-            try sender.sendKeyUpdates(8, requestingPeer: requestingPeer)
-            try sender.writePlaintext(Array("after eight updates".utf8))
-            connection.pump()
+            let (connection, receiver, receiverSide) = try afterKeyUpdates(
+                8, requestingPeer: requestingPeer, pair: pair, sender: side, then: "after eight updates")
             #expect(events(connection, of: receiverSide).plaintext == Array("after eight updates".utf8),
                     "requestingPeer \(requestingPeer): \(String(describing: events(connection, of: receiverSide).failure))")
             // The receiver's answer went out under its updated keys: the sender still reads it.
@@ -50,12 +58,8 @@ struct KeyUpdateTests {
           arguments: BackendPair.all, Sender.allCases)
     func overLimit(pair: BackendPair, sender side: Sender) throws {
         for requestingPeer in [true, false] {
-            let connection = try pair.established(version: .tls13)
-            let (sender, _) = try sessions(connection, sender: side)
-            let receiverSide: Sender = side == .client ? .server : .client
-            try sender.sendKeyUpdates(9, requestingPeer: requestingPeer)
-            try sender.writePlaintext(Array("after nine updates".utf8))
-            connection.pump()
+            let (connection, _, receiverSide) = try afterKeyUpdates(
+                9, requestingPeer: requestingPeer, pair: pair, sender: side, then: "after nine updates")
             let failure = events(connection, of: receiverSide).failure
             #expect(failure?.reason == .malformedInput, "requestingPeer \(requestingPeer): \(String(describing: failure))")
             #expect(failure?.detail.hasPrefix(PeerKeyUpdateLimit.refusal) == true,
