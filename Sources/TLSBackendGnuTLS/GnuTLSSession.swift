@@ -237,26 +237,11 @@ public final class GnuTLSSession: TLSSession {
             if isHandshakeComplete && !renegotiating, let error = flushUnsent() { throw error }
             return
         }
-        // Encrypted straight from the caller's bytes, a record per call; only what GnuTLS does not
-        // take now (E_AGAIN, which an in-memory push never returns) is copied into `unsent`.
-        var offset = 0
-        while offset < bytes.count {
-            let length = min(bytes.count - offset, Self.maxRecordPlaintext)
-            let sent = gnutls_record_send(session, bytes.baseAddress! + offset, length)
-            if sent > 0 {
-                offset += sent
-                continue
-            }
-            let rc = Int32(truncatingIfNeeded: sent)
-            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
-                sendRetryLength = length
-                unsent.append(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
-                return
-            }
-            let error = mapError(rc, duringHandshake: false)
-            _ = fail(error, code: rc)
-            throw error
-        }
+        // Encrypted straight from the caller's bytes; only what GnuTLS does not take now is copied
+        // into `unsent`.
+        let (sent, code) = sendRecords(from: bytes)
+        if let code { throw failSending(code) }
+        if sent < bytes.count { unsent.append(UnsafeRawBufferPointer(rebasing: bytes[sent...])) }
     }
 
     public func close() {
@@ -438,26 +423,42 @@ public final class GnuTLSSession: TLSSession {
 
     /// Encrypts buffered plaintext, one record (at most 16 KiB) per gnutls_record_send call.
     private func flushUnsent() -> TLSError? {
-        while !unsent.isEmpty {
-            let length = sendRetryLength ?? min(unsent.count, Self.maxRecordPlaintext)
-            let sent = unsent.withUnsafeReadableBytes { raw in
-                gnutls_record_send(session, raw.baseAddress, length)
-            }
+        guard !unsent.isEmpty else { return nil }
+        let (sent, code) = unsent.withUnsafeReadableBytes { sendRecords(from: $0) }
+        unsent.consume(sent)
+        return code.map(failSending)
+    }
+
+    /// Encrypts `bytes`, one record (at most 16 KiB) per gnutls_record_send call, the first at
+    /// `sendRetryLength` when GnuTLS asked for a retry. Returns how many bytes it took, and the code
+    /// of the error that stopped it; E_AGAIN (which an in-memory push never returns) stops it with
+    /// no error and `sendRetryLength` set, since GnuTLS wants the same length again. Fails nothing
+    /// itself: `flushUnsent` calls it over `unsent`, which failing empties.
+    private func sendRecords(from bytes: UnsafeRawBufferPointer) -> (sent: Int, error: Int32?) {
+        var offset = 0
+        while offset < bytes.count {
+            let length = sendRetryLength ?? min(bytes.count - offset, Self.maxRecordPlaintext)
+            let sent = gnutls_record_send(session, bytes.baseAddress! + offset, length)
             if sent > 0 {
-                unsent.consume(sent)
+                offset += sent
                 sendRetryLength = nil
                 continue
             }
             let rc = Int32(truncatingIfNeeded: sent)
             if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
                 sendRetryLength = length
-                return nil
+                return (offset, nil)
             }
-            let error = mapError(rc, duringHandshake: false)
-            _ = fail(error, code: rc)
-            return error
+            return (offset, rc)
         }
-        return nil
+        return (offset, nil)
+    }
+
+    /// Ends the session for a gnutls_record_send error; the error, for the caller to report.
+    private func failSending(_ code: Int32) -> TLSError {
+        let error = mapError(code, duringHandshake: false)
+        _ = fail(error, code: code)
+        return error
     }
 
     private func sendCloseNotify() {

@@ -337,7 +337,7 @@ public final class OpenSSLSession: TLSSession {
 @_spi(Testing)
 extension OpenSSLSession: TLSSessionTestHooks {
     public func sendKeyUpdates(_ count: Int, requestingPeer: Bool) throws(TLSError) {
-        guard failure == nil, isHandshakeComplete, SSL_version(ssl) == TLS1_3_VERSION else {
+        guard failure == nil, !closeRequested, isHandshakeComplete, SSL_version(ssl) == TLS1_3_VERSION else {
             throw TLSError(.sessionClosed, detail: "key updates need an established TLS 1.3 session")
         }
         for _ in 0..<count {
